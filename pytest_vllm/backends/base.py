@@ -1,0 +1,94 @@
+"""The small interface every deployment backend implements (process, compose, external).
+
+A backend knows how to start its server, say whether it is still alive (raising at once when it
+is not), show its log, and stop it. Waiting for health, progress display and reading the effective
+engine config are shared and live in `pytest_vllm.deployment`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from ..profile import Profile
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RunSettings:
+    """What the command line decided for this run; shared by every backend."""
+
+    reports_dir: Path
+    api_key: str | None = None
+    base_url: str | None = None
+    keep_up: bool = False
+    reuse: bool = False
+    health_timeout: float | None = None
+    run_id: str = field(default_factory=lambda: secrets.token_hex(3))
+    progress: Progress = print
+
+
+class Backend(ABC):
+    """One way of running a deployment. Subclasses set `name` and implement the four methods."""
+
+    name: ClassVar[str]
+    # Where the server's own output is kept (None when we cannot see it, e.g. external).
+    log_path: Path | None = None
+    attached: bool = False  # --reuse found it running: not ours to start or stop
+
+    def __init__(self, profile: Profile, settings: RunSettings, api_key: str | None) -> None:
+        self.profile = profile
+        self.settings = settings
+        self.api_key = api_key
+
+    @property
+    def base_url(self) -> str:
+        d = self.profile.deployment
+        return self.settings.base_url or d.get("base_url") or f"http://{d['host']}:{d['port']}"
+
+    @abstractmethod
+    def start(self) -> None:
+        """Launch the server and return at once; waiting is not the backend's job."""
+
+    @abstractmethod
+    def check_alive(self) -> str:
+        """Return a short state for progress lines; raise ServerExited the moment it has died."""
+
+    @abstractmethod
+    def log_tail(self, lines: int = 50) -> list[str]:
+        """The last lines the server wrote (empty when not visible)."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop what start() started, and only that. Safe to call twice or before start()."""
+
+    def find_running(self) -> bool:
+        """--reuse: attach to a deployment of this profile that is already up. True when attached; the
+        backend then neither starts nor stops it. The default looks for a healthy server at base_url."""
+        from ..waiting import HttpHealth
+        self.attached = HttpHealth(self.base_url).ready()[0]
+        return self.attached
+
+    def version_hint(self) -> str | None:
+        """vLLM version when the backend can tell without asking the server."""
+        return None
+
+    def describe(self) -> str:
+        return f"{self.name} backend, {self.base_url}"
+
+
+def read_tail(path: Path | None, lines: int) -> list[str]:
+    """Last lines of a log file, tolerant of a file still being written or not yet created."""
+    if path is None or not path.is_file():
+        return []
+    with path.open("rb") as fh:
+        fh.seek(0, 2)
+        size = fh.tell()
+        fh.seek(max(0, size - 256 * 1024))
+        text = fh.read().decode("utf-8", errors="replace")
+    return [line.rstrip("\r") for line in text.splitlines() if line.strip()][-lines:]

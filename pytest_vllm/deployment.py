@@ -1,0 +1,174 @@
+"""How a deployment comes up: pick the backend, resolve the API key, start, wait, read what really runs.
+
+`deployed(profile, settings)` is the one context manager the plugin's session fixture uses; it always
+stops what it started (also on Ctrl-C / SIGTERM, which the plugin turns into KeyboardInterrupt),
+unless the operator asked `--keep-up`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import engine_config
+from .backends.base import Backend, RunSettings
+from .errors import DeploymentError
+from .http import VllmClient
+from .profile import Profile
+from .waiting import HttpHealth, wait_until_ready
+
+BACKENDS = {
+    "process": "pytest_vllm.backends.process:ProcessBackend",
+    "external": "pytest_vllm.backends.external:ExternalBackend",
+    "compose": "pytest_vllm.backends.compose:ComposeBackend",
+    "emulator": "pytest_vllm.backends.emulator:EmulatorBackend",
+}
+
+
+@dataclass
+class Deployment:
+    """A healthy deployment, as the suites see it."""
+
+    profile: Profile
+    backend: Backend
+    api_key: str | None
+    served_model: str
+    engine_config: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+    _client: VllmClient | None = None
+
+    @property
+    def base_url(self) -> str:
+        return self.backend.base_url
+
+    @property
+    def vllm_version(self) -> str | None:
+        return self.engine_config.get("vllm_version") or self.backend.version_hint()
+
+    def client(self) -> VllmClient:
+        if self._client is None:
+            self._client = VllmClient(self.base_url, self.api_key, self.served_model,
+                                      timeout=float(self.profile.timeouts["request"]))
+        return self._client
+
+    def openai(self) -> Any:
+        """An `openai.OpenAI` client on this deployment, for suites that prefer the SDK."""
+        import openai
+        return openai.OpenAI(base_url=self.base_url + "/v1", api_key=self.api_key or "EMPTY",
+                             timeout=float(self.profile.timeouts["request"]), max_retries=0)
+
+    def log_tail(self, lines: int = 50) -> list[str]:
+        return self.backend.log_tail(lines)
+
+    def describe(self) -> dict[str, Any]:
+        """What the reports show about this deployment."""
+        return {"profile": self.profile.name, "backend": self.backend.name, "endpoint": self.base_url,
+                "model": self.served_model, "vllm_version": self.vllm_version,
+                "engine_config": self.engine_config, "timings": self.timings,
+                "log": str(self.backend.log_path) if self.backend.log_path else None}
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines as docker compose reads them (comments, `export`, quotes)."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def resolve_api_key(profile: Profile, settings: RunSettings) -> str | None:
+    """--api-key, else the variable the profile names, else that variable in the env file, else generated."""
+    if settings.api_key:
+        return settings.api_key
+    var = profile.auth.get("api_key_env", "VLLM_API_KEY")
+    if os.environ.get(var):
+        return os.environ[var]
+    env_file = profile.deployment.get("env_file")
+    for path in ([profile.relative(env_file)] if env_file else []) + [Path.cwd() / ".env"]:
+        value = read_env_file(path).get(var)
+        if value:
+            return value
+    if profile.auth.get("generate"):
+        return secrets.token_urlsafe(36)
+    return None
+
+
+def make_backend(profile: Profile, settings: RunSettings, api_key: str | None) -> Backend:
+    name = "external" if settings.base_url else profile.backend
+    if settings.reuse and name != "external":
+        backend = _load_backend(name)(profile, settings, api_key)
+        if backend.find_running():
+            settings.progress(f"[vllm] {profile.name}: --reuse, attaching to {backend.describe()}")
+            return backend
+    return _load_backend(name)(profile, settings, api_key)
+
+
+def _load_backend(name: str) -> type[Backend]:
+    module, _, cls = BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def _effective_config(backend: Backend, client: VllmClient) -> dict[str, Any]:
+    log = backend.log_path.read_text(encoding="utf-8", errors="replace") if backend.log_path else ""
+    config = engine_config.from_log(log)
+    if "enable_prefix_caching" not in config:
+        with contextlib.suppress(Exception):  # a server without /metrics still gets tested
+            config = {**engine_config.from_server(client.metrics(), client.models()), **config}
+    return config
+
+
+def _served_model(profile: Profile, client: VllmClient) -> str:
+    if profile.served_name:
+        return profile.served_name
+    models = client.models()
+    if not models:
+        raise DeploymentError(f"{client.base_url}/v1/models lists no model")
+    return models[0]["id"]
+
+
+@contextlib.contextmanager
+def deployed(profile: Profile, settings: RunSettings) -> Iterator[Deployment]:
+    """Bring the profile's deployment up, yield it healthy, always bring it down (unless --keep-up)."""
+    api_key = resolve_api_key(profile, settings)
+    backend = make_backend(profile, settings, api_key)
+    timeout = float(settings.health_timeout or profile.timeouts["health"])
+    label = f"{profile.name} ({backend.name})"
+    t0 = time.monotonic()
+    try:
+        if not backend.attached:
+            settings.progress(f"[vllm] {label}: starting, {backend.describe()}")
+            backend.start()
+        waited = wait_until_ready(HttpHealth(backend.base_url), alive=backend.check_alive,
+                                  log_tail=backend.log_tail, timeout=timeout, progress=settings.progress,
+                                  label=label)
+        healthy_at = time.monotonic()
+        client = VllmClient(backend.base_url, api_key, "", timeout=float(profile.timeouts["request"]))
+        deployment = Deployment(profile, backend, api_key, _served_model(profile, client),
+                                _effective_config(backend, client))
+        client.close()
+        deployment.timings = {"start_to_healthy_s": round(waited, 3),
+                              "healthy_to_ready_s": round(time.monotonic() - healthy_at, 3),
+                              "total_s": round(time.monotonic() - t0, 3)}
+        settings.progress(f"[vllm] {label}: healthy after {waited:.1f}s at {backend.base_url}; "
+                          f"vLLM {deployment.vllm_version or '?'}; {engine_config.summary(deployment.engine_config)}")
+        yield deployment
+    finally:
+        if backend.attached or backend.name == "external":
+            pass  # not ours: never stopped
+        elif settings.keep_up:
+            settings.progress(f"[vllm] {label}: --keep-up, left running at {backend.base_url}")
+        else:
+            backend.stop()

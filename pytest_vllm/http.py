@@ -1,0 +1,93 @@
+"""A small typed client for the OpenAI-compatible server, with the timeouts CI needs.
+
+Raw HTTP (httpx) rather than the `openai` SDK for what is measured or checked on the wire: status
+codes, error bodies and SSE chunk timing must be seen as the server sent them. Suites that want the
+SDK get one from `Deployment.openai()`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from .errors import VllmTestError
+from .metrics import Sample, parse_metrics
+from .streaming import StreamResult, stream_chat
+
+
+class ApiError(VllmTestError):
+    """A non-2xx answer, with vLLM's own error message when it sent one."""
+
+    def __init__(self, status: int, body: str, url: str) -> None:
+        self.status, self.body, self.url = status, body, url
+        super().__init__(f"{url} answered {status}: {error_message(body)}{_hint(status)}")
+
+
+def error_message(body: str) -> str:
+    try:
+        import json
+        data = json.loads(body)
+        err = data.get("error", data)
+        return str(err.get("message", err) if isinstance(err, dict) else err)
+    except (ValueError, AttributeError):
+        return body[:500]
+
+
+def _hint(status: int) -> str:
+    if status == 401:
+        return ("\n  the server wants an API key and this one was refused: pass --api-key, or set the variable "
+                "named by the profile's auth.api_key_env (or put it in .env); check it matches the server's")
+    return ""
+
+
+class VllmClient:
+    """Calls one deployment. Paths are relative to the server root (`/health`, `/v1/models`)."""
+
+    def __init__(self, base_url: str, api_key: str | None, model: str, timeout: float = 120.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.model = model
+        self.timeout = timeout
+        self._http = httpx.Client(timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def headers(self, auth: bool = True, api_key: str | None = None) -> dict[str, str]:
+        key = api_key if api_key is not None else self.api_key
+        return {"Authorization": f"Bearer {key}"} if auth and key else {}
+
+    def get(self, path: str, *, auth: bool = True, api_key: str | None = None) -> httpx.Response:
+        return self._http.get(self.base_url + path, headers=self.headers(auth, api_key))
+
+    def post(self, path: str, payload: dict[str, Any], *, auth: bool = True,
+             api_key: str | None = None) -> httpx.Response:
+        return self._http.post(self.base_url + path, json=payload, headers=self.headers(auth, api_key))
+
+    def _chat_payload(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
+        return {"model": self.model, "messages": messages, **params}
+
+    def chat(self, messages: list[dict[str, Any]], **params: Any) -> dict[str, Any]:
+        """Non-streamed chat completion; raises ApiError on a non-200 answer."""
+        response = self.post("/v1/chat/completions", self._chat_payload(messages, params))
+        if response.status_code != 200:
+            raise ApiError(response.status_code, response.text, "/v1/chat/completions")
+        return response.json()
+
+    def stream_chat(self, messages: list[dict[str, Any]], **params: Any) -> StreamResult:
+        """Streamed chat completion, timed (see pytest_vllm.streaming). Non-200 is returned, not raised."""
+        return stream_chat(self._http, self.base_url + "/v1/chat/completions",
+                           self._chat_payload(messages, params), self.headers(), self.timeout)
+
+    def metrics(self) -> list[Sample]:
+        response = self.get("/metrics", auth=False)
+        if response.status_code != 200:
+            raise ApiError(response.status_code, response.text, "/metrics")
+        return parse_metrics(response.text)
+
+    def models(self) -> list[dict[str, Any]]:
+        response = self.get("/v1/models")
+        if response.status_code != 200:
+            raise ApiError(response.status_code, response.text, "/v1/models")
+        return response.json().get("data", [])

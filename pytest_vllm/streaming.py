@@ -1,0 +1,119 @@
+"""How TTFT is measured: one streamed chat completion, timed chunk by chunk, and assembled.
+
+TTFT runs from just before the request is sent to the first SSE chunk that carries content or
+reasoning text (the role-only chunk does not count; a reasoning delta does, under either of vLLM's
+field names `reasoning_content` (<= 0.11) and `reasoning` (newer)). The same pass assembles content,
+reasoning and tool-call deltas so suites compare the streamed answer with the non-streamed one.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+
+
+@dataclass
+class StreamResult:
+    """Everything one streamed completion produced, with the arrival time of each chunk."""
+
+    status: int
+    chunks: list[dict[str, Any]] = field(default_factory=list)
+    chunk_times: list[float] = field(default_factory=list)  # seconds since send, one per chunk
+    ttft_s: float | None = None
+    text_times: list[float] = field(default_factory=list)  # arrival of chunks that carried text
+    content: str = ""
+    reasoning: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    e2e_s: float = 0.0
+    error_body: str = ""
+
+    @property
+    def itl_s(self) -> list[float]:
+        """Inter-token latencies: gaps between consecutive text-carrying chunks."""
+        return [b - a for a, b in zip(self.text_times, self.text_times[1:], strict=False)]
+
+    @property
+    def tpot_s(self) -> float | None:
+        """Time per output token after the first (vLLM's definition), from usage when present."""
+        tokens = (self.usage or {}).get("completion_tokens") or len(self.text_times)
+        if self.ttft_s is None or tokens < 2:
+            return None
+        return (self.e2e_s - self.ttft_s) / (tokens - 1)
+
+    @property
+    def median_itl_s(self) -> float | None:
+        return statistics.median(self.itl_s) if self.itl_s else None
+
+
+def _merge_tool_delta(calls: list[dict[str, Any]], delta: dict[str, Any]) -> None:
+    index = delta.get("index", len(calls))
+    while len(calls) <= index:
+        calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+    call = calls[index]
+    if delta.get("id"):
+        call["id"] = delta["id"]
+    fn = delta.get("function") or {}
+    if fn.get("name"):
+        call["function"]["name"] += fn["name"]
+    if fn.get("arguments"):
+        call["function"]["arguments"] += fn["arguments"]
+
+
+def consume_chunk(result: StreamResult, chunk: dict[str, Any], at: float) -> None:
+    """Fold one parsed SSE chunk into the result (public so the emulator's tests reuse it)."""
+    result.chunks.append(chunk)
+    result.chunk_times.append(at)
+    if chunk.get("usage"):
+        result.usage = chunk["usage"]
+    carried_text = False
+    for choice in chunk.get("choices") or []:
+        delta = choice.get("delta") or {}
+        if delta.get("content"):
+            result.content += delta["content"]
+            carried_text = True
+        for name in REASONING_FIELDS:
+            if delta.get(name):
+                result.reasoning += delta[name]
+                carried_text = True
+        for tool_delta in delta.get("tool_calls") or []:
+            _merge_tool_delta(result.tool_calls, tool_delta)
+            carried_text = True
+        if choice.get("finish_reason"):
+            result.finish_reason = choice["finish_reason"]
+    if carried_text:
+        result.text_times.append(at)
+        if result.ttft_s is None:
+            result.ttft_s = at
+
+
+def stream_chat(client: httpx.Client, url: str, payload: dict[str, Any], headers: dict[str, str],
+                timeout: float) -> StreamResult:
+    """POST a streamed chat completion and time it. Non-200 answers come back with error_body set."""
+    body = {**payload, "stream": True}
+    body.setdefault("stream_options", {"include_usage": True})
+    start = time.perf_counter()
+    with client.stream("POST", url, json=body, headers=headers, timeout=timeout) as response:
+        result = StreamResult(status=response.status_code)
+        if response.status_code != 200:
+            result.error_body = response.read().decode("utf-8", errors="replace")
+            result.e2e_s = time.perf_counter() - start
+            return result
+        for line in response.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            now = time.perf_counter() - start
+            consume_chunk(result, json.loads(data), now)
+    result.e2e_s = time.perf_counter() - start
+    return result
