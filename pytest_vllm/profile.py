@@ -272,7 +272,8 @@ def load_profile(name_or_path: str, dirs: list[Path]) -> Profile:
             raise ProfileError("'extends' must be a profile name", file=str(current), key="extends")
         else:
             try:
-                current = find_profile(parent, [current.parent, *dirs])
+                is_path = parent.endswith((".yml", ".yaml")) or "/" in parent
+                current = find_profile(str(current.parent / parent) if is_path else parent, [current.parent, *dirs])
             except ProfileError as exc:
                 raise ProfileError(f"'extends: {parent}' names no profile", file=str(current),
                                    key="extends", fix=exc.fix) from None

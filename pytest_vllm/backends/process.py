@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 from ..errors import PreflightError, ServerExited
@@ -39,6 +40,7 @@ def model_path(value: str) -> str:
 class ProcessBackend(Backend):
     name = "process"
     proc: subprocess.Popen[bytes] | None = None
+    _exited_at: float = 0.0
 
     def command(self) -> list[str]:
         p = self.profile
@@ -75,8 +77,15 @@ class ProcessBackend(Backend):
             log.flush()
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=self.environment(), start_new_session=True)
+        # A thread blocked in wait() timestamps the exit itself, so the report can say how fast we noticed.
+        self._exit_watch = threading.Thread(target=self._watch_exit, args=(self.proc,), daemon=True)
+        self._exit_watch.start()
         if not self.settings.keep_up:
             atexit.register(self.stop)  # last resort if the run dies without teardown
+
+    def _watch_exit(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.wait()
+        self._exited_at = time.monotonic()
 
     def check_alive(self) -> str:
         if self.proc is None:
@@ -84,8 +93,10 @@ class ProcessBackend(Backend):
         code = self.proc.poll()
         if code is None:
             return f"process {self.proc.pid} running"
+        self._exit_watch.join(1.0)
         raise ServerExited(
-            f"vLLM server process (pid {self.proc.pid}) exited with code {code} during start-up",
+            f"vLLM server process (pid {self.proc.pid}) exited with code {code} during start-up "
+            f"(noticed {time.monotonic() - self._exited_at:.2f}s after it exited)",
             log_tail=self.log_tail(), log_path=str(self.log_path))
 
     def log_tail(self, lines: int = 50) -> list[str]:

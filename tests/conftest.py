@@ -1,0 +1,38 @@
+"""Shared helpers for the project's own tests."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parent.parent
+SUITES = REPO / "suites"
+PROFILES = REPO / "profiles"
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def run_suite(pytester: pytest.Pytester, tmp_path: Path):
+    """Run pytest in a subprocess, as a user would, on files of suites/ with the reports in tmp_path."""
+
+    def run(*args: str, timeout: float = 900) -> pytest.RunResult:
+        return pytester.runpytest_subprocess(
+            *args, f"--reports-dir={tmp_path / 'reports'}", "-p", "no:cacheprovider", "--rootdir", str(REPO),
+            "-c", str(REPO / "pyproject.toml"), timeout=timeout)
+
+    return run
+
+
+def python() -> str:
+    return sys.executable
