@@ -22,6 +22,7 @@ from . import engine_config
 from .backends.base import RunSettings
 from .deployment import Deployment, deployed
 from .errors import DeploymentError, PreflightError, ProfileError
+from .grid import RANK_METRICS, STATE_FILE, GridRecorder, GridState
 from .http import VllmClient
 from .profile import Profile, external_profile, known_profiles, load_profile, profile_dirs
 from .reports import RunReport, TestResult, new_run_dir
@@ -31,6 +32,7 @@ PROFILES = pytest.StashKey[dict[str, Profile]]()
 PROFILE_ERROR = pytest.StashKey[ProfileError | None]()
 SETTINGS = pytest.StashKey[RunSettings]()
 REPORT = pytest.StashKey[RunReport]()
+ITEM_PROFILE = pytest.StashKey[dict[str, str]]()  # test node id -> profile name
 
 CAPABILITY_MEANING = {
     "reasoning_parser": "reasoning (capabilities.reasoning_parser)",
@@ -63,6 +65,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--reports-dir", default="reports", metavar="DIR",
                     help="where summaries (JSON + Markdown), server logs and benchmark history go "
                          "(default: reports/). For JUnit XML add pytest's own --junitxml=reports/junit.xml.")
+    group.addoption("--resume", action="store_true",
+                    help="grid: skip the profiles an interrupted grid already finished (state in "
+                         "<reports-dir>/grid-state.json) and report on all of them.")
+    group.addoption("--grid-rank-by", default="acceleration", choices=sorted(RANK_METRICS),
+                    help="grid: metric that ranks the profiles in reports/grid-report.md (default: acceleration, "
+                         "then TTFT on a hit).")
+    group.addoption("--grid-baseline", default=None, metavar="PROFILE",
+                    help="grid: profile the others are compared with (delta columns).")
     group.addoption("--profiles-dir", action="append", default=None, metavar="DIR",
                     help="where profile names are looked up (default: <rootdir>/profiles); repeatable.")
 
@@ -82,6 +92,8 @@ def _select_profiles(config: pytest.Config) -> dict[str, Profile]:
                 raise ProfileError(f"no profile matches '{part}'", file=", ".join(map(str, dirs)),
                                    fix=f"known profiles: {', '.join(known_profiles(dirs))}")
             names += matched
+        elif part.endswith((".yml", ".yaml")) and Path(part).is_file() and "grid" in (_yaml(Path(part)) or {}):
+            names += _yaml(Path(part))["grid"]
         elif part:
             names.append(part)
     profiles: dict[str, Profile] = {}
@@ -89,6 +101,15 @@ def _select_profiles(config: pytest.Config) -> dict[str, Profile]:
         profile = load_profile(name, dirs)
         profiles[profile.name] = profile
     return profiles
+
+
+def _yaml(path: Path) -> Any:
+    import yaml
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        return None  # not a grid file: load_profile reports the syntax error with file:line
+    return data if isinstance(data, dict) else None
 
 
 def _progress_writer(config: pytest.Config) -> Any:
@@ -131,12 +152,34 @@ def pytest_configure(config: pytest.Config) -> None:
     settings.reports_dir = new_run_dir(reports_dir, settings.run_id)
     config.stash[SETTINGS] = settings
     config.stash[REPORT] = RunReport(run_dir=settings.reports_dir)
+    config.stash[ITEM_PROFILE] = {}
     config.pluginmanager.register(ResultRecorder(config), "vllm-result-recorder")
+    _start_grid(config, reports_dir)
     if not hasattr(config, "workerinput"):
         try:
             signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
         except ValueError:  # not the main thread (embedded pytest): leave signals alone
             pass
+
+
+def _start_grid(config: pytest.Config, reports_dir: Path) -> None:
+    """Several profiles (or --resume): record each finished profile and rank them at the end."""
+    profiles = config.stash[PROFILES]
+    if len(profiles) < 2 and not config.getoption("resume"):
+        return
+    path = reports_dir / STATE_FILE
+    if config.getoption("resume"):
+        state = GridState.load(path, list(profiles))
+        done = state.completed() & set(profiles)
+        if done:
+            config.stash[SETTINGS].progress(f"[vllm] --resume: skipping finished profiles {', '.join(sorted(done))}")
+        config.stash[PROFILES] = {n: p for n, p in profiles.items() if n not in done}
+    else:
+        state = GridState(path, list(profiles))
+        state.save()
+    recorder = GridRecorder(config, state, profiles, config.getoption("grid_rank_by"),
+                            config.getoption("grid_baseline"))
+    config.pluginmanager.register(recorder, "vllm-grid")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -164,6 +207,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     profiles = config.stash[PROFILES]
     for item in items:
         name = _item_profile(item)
+        if name:
+            config.stash[ITEM_PROFILE][item.nodeid] = name
         if name in profiles and item.get_closest_marker("timeout") is None:
             # func_only: the deployment wait has its own (longer) timeout and must not count here.
             item.add_marker(pytest.mark.timeout(profiles[name].timeouts["test"], func_only=True))
@@ -232,9 +277,7 @@ class ResultRecorder:
             message = str(report.longrepr)[-2000:] if report.longrepr else ""
         elif report.skipped and isinstance(report.longrepr, tuple):
             message = report.longrepr[2]
-        profile = next((p for p in self.config.stash[PROFILES] if f"[{p}]" in report.nodeid
-                        or f"-{p}]" in report.nodeid or f"[{p}-" in report.nodeid or f"-{p}-" in report.nodeid),
-                       None)
+        profile = self.config.stash[ITEM_PROFILE].get(report.nodeid)
         self.config.stash[REPORT].results.append(
             TestResult(report.nodeid, profile, outcome, round(report.duration, 3), message))
 

@@ -17,7 +17,7 @@ import yaml
 
 from .errors import ProfileError
 
-BACKENDS = ("process", "compose", "external")
+BACKENDS = ("process", "compose", "external", "emulator")
 
 # section -> {key: (allowed python types, one-line meaning)}; a section mapped to None is free-form.
 SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]] | None] = {
@@ -31,6 +31,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]] | None] = {
         "env_file": ((str,), "env file passed to compose as --env-file (relative to the profile)"),
         "base_url": ((str,), "external backend: URL of a server that is already running"),
         "extra_args": ((list,), "raw extra command-line arguments appended after the flags"),
+        "faults": ((list,), "emulator backend: faults to inject (a test instrument)"),
+        "emulator": ((dict,), "emulator backend: {latency: {...}, slow_start_s: N}"),
     },
     "model": {
         "path": ((str,), "model id or local path given to --model; '@tiny' = the built tiny model"),
@@ -242,7 +244,7 @@ def _check_complete(p: dict[str, Any], path: Path) -> None:
         raise ProfileError(f"unknown backend '{backend}'", file=str(path), key="deployment.backend",
                            fix=f"use one of: {', '.join(BACKENDS)}")
     required = {"process": ["model.path"], "compose": ["deployment.compose_files", "deployment.service",
-                                                       "model.path"], "external": []}[backend]
+                                                       "model.path"], "external": [], "emulator": []}[backend]
     for dotted in required:
         section, key = dotted.split(".")
         if not p[section].get(key):

@@ -115,7 +115,7 @@ class Scripts:
         case = self._find(self.reasoning_cases, user_text)
         if case:
             return self._solve(case, faults)
-        words = " ".join(user_text.split()[:12])
+        words = " ".join(user_text.split()[:12]).rstrip(".!?")
         return Answer(f"The user wrote: {words}. A short, friendly reply will do.",
                       f"Hello from the pytest-vllm emulator. You said: {words}")
 
@@ -123,7 +123,8 @@ class Scripts:
         wrong = "wrong_answer" in faults
         if case.get("kind") == "plan":
             steps = int(case["steps"]) + (1 if wrong else 0)
-            lines = [f"{i}. Step {i}: do part {i} of the work and check it before moving on." for i in range(1, steps + 1)]
+            lines = [f"{i}. Step {i}: do part {i} of the work and check it before moving on."
+                     for i in range(1, steps + 1)]
             return Answer(f"I need a plan with {case['steps']} steps; I list them in order.", "\n".join(lines))
         value = float(case["answer"]) + (7 if wrong else 0)
         return Answer("Let me work through the numbers step by step, then check the result.",
@@ -143,7 +144,7 @@ class Scripts:
         planned = [(c["name"], c["arguments"]) for c in (case or {}).get("calls", []) if c["name"] in schemas]
         if isinstance(choice, dict):
             name = choice["function"]["name"]
-            planned = [p for p in planned if p[0] == name] or [(name, example_for(schemas[name]))]
+            planned = [p for p in planned if p[0] == name][:1] or [(name, example_for(schemas[name]))]
         elif choice == "required" and not planned:
             first = next(iter(schemas))
             planned = [(first, example_for(schemas[first]))]
