@@ -81,3 +81,14 @@ def test_unreachable_base_url_fails_at_the_health_timeout_with_what_it_saw(run_s
     assert elapsed < 30, f"an unreachable endpoint took {elapsed:.0f}s to fail"
     # One deployment failure, every test of the suite reported as an error, not a hang.
     result.assert_outcomes(errors=6)
+
+
+def test_wrong_api_key_is_explained(run_suite):
+    from pytest_vllm.emulator import EmulatorServer
+
+    with EmulatorServer(api_key="the-right-key-0123456789abcdef0123456789") as server:
+        result = run_suite(HEALTH, f"--base-url={server.base_url}", "--api-key=a-wrong-key")
+    out = result.stdout.str()
+    assert result.ret == 1
+    assert "answered 401" in out
+    assert "the server wants an API key and this one was refused" in out
