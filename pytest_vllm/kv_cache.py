@@ -23,7 +23,6 @@ import random
 import secrets
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -521,11 +520,11 @@ class KvBench:
         series = self.series(workload, cache)
         return series.result or series.measure()
 
-    def acceleration(self, workload: str, on_progress: Callable[[str], None] | None = None) -> Acceleration:
+    def acceleration(self, workload: str) -> Acceleration:
         miss, hit = self.result(workload, "miss"), self.result(workload, "hit")
         comparison = compare(miss.rounds_s, hit.rounds_s, self.confidence)
-        ratio = statistics.median(miss.rounds_s) / statistics.median(hit.rounds_s)
-        caching = prefix_caching_verdict(self.profile, self.engine_config, hit, ratio)
+        caching = prefix_caching_verdict(self.profile, self.engine_config, hit,
+                                         miss.summary.median / hit.summary.median)
         result = Acceleration(workload, miss, hit, comparison, caching)
         for series in (miss, hit):
             server = series.server_ttft_mean_s
@@ -533,6 +532,4 @@ class KvBench:
                 result.notes.append(f"{series.cache}: client TTFT mean {series.client_ttft_mean_s * 1000:.1f} ms, "
                                     f"server histogram mean {server * 1000:.1f} ms over the same "
                                     f"{int(series.metrics.ttft_count) if series.metrics else 0} requests")
-        if on_progress:
-            on_progress(result.describe())
         return result

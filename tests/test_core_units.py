@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, PROFILES
 from pytest_vllm import engine_config
 from pytest_vllm.errors import ProfileError
 from pytest_vllm.metrics import info_labels, parse_metrics, total
 from pytest_vllm.profile import deep_merge, load_profile, render_flags
 from pytest_vllm.streaming import StreamResult, consume_chunk
+
+from conftest import DATA, PROFILES
 
 
 def test_flags_render_as_vllm_expects():

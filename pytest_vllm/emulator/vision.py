@@ -104,8 +104,10 @@ def digit_of(data: bytes) -> str:
 
 
 def describe(data: bytes, question: str) -> str:
-    """One word about one image, chosen by what the question asks (digit, shape, else colour)."""
+    """One word about one image, chosen by what the question asks (colour, digit, shape; else colour)."""
     q = question.lower()
+    if "colour" in q or "color" in q:
+        return colour_of(data)
     if "digit" in q or "number" in q:
         return digit_of(data)
     if "shape" in q:

@@ -1,0 +1,78 @@
+"""Preflight lint: find the deployment mistakes the users made by hand, before anything starts.
+
+    lint_profile(profile)            -> findings for a loaded profile (and its compose/env files)
+    lint_compose(path, env_file)     -> findings for a plain compose file, as `docker compose` would run it
+    lint_target("medium" | path)     -> either of the above, chosen from the target (what the CLI uses)
+
+Rules about GPU capacity live in `pytest_vllm.capacity`; they plug in as `extra_rules`, callables
+`(Profile) -> Iterable[Finding]` (ids VG*). Rule ids and severities: `findings.RULES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from ..profile import Profile, load_profile
+from .composefile import LintInputError, load_yaml
+from .findings import RULES, Finding, Rule, Severity, count
+from .rules import ComposeTarget, check_compose, check_profile
+
+ProfileRule = Callable[[Profile], Iterable[Finding]]
+
+__all__ = ["RULES", "Finding", "LintInputError", "ProfileRule", "Rule", "Severity", "count", "lint_compose",
+           "lint_profile", "lint_target"]
+
+
+def lint_profile(profile: Profile, env_file: Path | None = None,
+                 extra_rules: Sequence[ProfileRule] = ()) -> list[Finding]:
+    """Every rule that applies to the profile; `env_file` replaces the profile's deployment.env_file."""
+    findings = check_profile(profile)
+    d = profile.deployment
+    if profile.backend == "compose":
+        files = d["compose_files"] if isinstance(d["compose_files"], list) else [d["compose_files"]]
+        named = env_file or (profile.relative(d["env_file"]) if d.get("env_file") else None)
+        paths = [profile.relative(f) for f in files]
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise LintInputError(f"{profile.path}: deployment.compose_files: {', '.join(map(str, missing))} "
+                                 "not found")
+        findings += check_compose(ComposeTarget(paths, named, env_file_required=named is not None,
+                                                service=d.get("service"), profile=profile))
+    for rule in extra_rules:
+        findings += rule(profile)
+    return _ordered(findings)
+
+
+def lint_compose(path: Path | Sequence[Path], env_file: Path | None = None) -> list[Finding]:
+    """A compose file (or several, merged in order) as `docker compose [--env-file F] -f ... up` reads them.
+
+    Without `env_file`, like compose, the `.env` next to the first file is used when there is one.
+    """
+    files = [Path(path)] if isinstance(path, str | Path) else [Path(p) for p in path]
+    for f in files:
+        if not f.is_file():
+            raise LintInputError(f"{f}: compose file not found")
+    default_env = files[0].parent / ".env"
+    chosen = env_file or (default_env if default_env.is_file() else None)
+    return _ordered(check_compose(ComposeTarget(files, chosen, env_file_required=env_file is not None)))
+
+
+def lint_target(target: str, dirs: list[Path], env_file: Path | None = None,
+                extra_rules: Sequence[ProfileRule] = ()) -> list[Finding]:
+    """A profile name, a profile file or a compose file. Raises ProfileError/LintInputError when unusable."""
+    path = Path(target)
+    if path.is_file() and is_compose_file(path):
+        return lint_compose(path, env_file)
+    return lint_profile(load_profile(target, dirs), env_file, extra_rules)
+
+
+def is_compose_file(path: Path) -> bool:
+    """A compose file has top-level `services:`; a profile never does."""
+    data, _ = load_yaml(path)
+    return isinstance(data, dict) and "services" in data
+
+
+def _ordered(findings: list[Finding]) -> list[Finding]:
+    rank = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
+    return sorted(findings, key=lambda f: (rank[f.severity], f.file, f.rule))
