@@ -36,10 +36,11 @@ WORKLOADS = ("long_prefix", "agent_conversation")
 CACHE_STATES = ("miss", "hit")
 LONG_PREFIX_TOKENS = 3000
 CONVERSATION_TURNS = 12  # turn 1 opens the conversation; 11 turns measured
-CONVERSATION_SYSTEM_TOKENS = 400
+CONVERSATION_SYSTEM_TOKENS = 1000  # agent instructions and tool descriptions
 CONVERSATION_TOOL_TOKENS = 180  # tool output the agent reads each turn
 CONVERSATION_REPLY_TOKENS = 50  # the agent's (scripted) reply each turn
-MAX_TOKENS = 8  # the answer only has to start; a few tokens in case the first is a silent special token
+MAX_TOKENS = 4  # the answer only has to start; a few tokens in case the first is a silent special token
+PAUSE_S = 0.05  # untimed gap before each request: the previous answer's tail must not weigh on this TTFT
 HIT_RATE_ON = 0.5  # share of HIT prompt tokens served from cache above which caching is plainly on
 MISS_HIT_RATE_MAX = 0.1  # MISS rounds must not hit the cache more than this (the salt works)
 METRICS_SETTLE_S = 2.0
@@ -315,6 +316,7 @@ class Series:
         return statistics.fmean(ttfts)
 
     def _send(self, request: Request) -> tuple[float, int]:
+        time.sleep(PAUSE_S)
         result = self.client.stream_chat(request.messages, max_tokens=MAX_TOKENS, temperature=0)
         if result.status != 200:
             raise MeasurementError(f"{self.name}: the server answered {result.status}: {result.error_body[:300]}")
@@ -363,7 +365,8 @@ def prefix_caching_verdict(profile: Profile, engine_config: dict[str, Any], hit:
     m = hit.metrics
     n = len(hit.rounds_s)
     if m is not None and m.has_prefix_counters:
-        counted = f"/metrics: {PREFIX_HITS} rose by {int(m.hits)} tokens of {int(m.queries)} queried over {n} HIT rounds"
+        counted = (f"/metrics: {PREFIX_HITS} rose by {int(m.hits)} tokens of {int(m.queries)} queried "
+                   f"over {n} HIT rounds")
         rate = m.hit_rate or 0.0
         if m.hits == 0:
             effective, evidence = "off", counted
@@ -384,21 +387,24 @@ def prefix_caching_verdict(profile: Profile, engine_config: dict[str, Any], hit:
 
 def _configuration_warnings(profile: Profile, effective: str, configured: bool | None, engine: bool | None,
                             evidence: str) -> list[str]:
+    """Where the profile's flags or the engine's report disagree with what was measured. Worded without the
+    workload's numbers, so the same finding on two workloads is one warning in the report."""
     where = f"profile '{profile.name}' ({profile.path})"
+    basis = "per /metrics prefix-cache counters" if "/metrics" in evidence else "per the engine's own report"
     out = []
     if configured is None and effective in ("on", "partial"):
-        out.append(f"{where} does not set server.enable-prefix-caching, and prefix caching is ON ({evidence}). "
-                   "vLLM >= 0.10 (V1) enables it by default: omitting --enable-prefix-caching does not disable "
-                   "it. To run without it, write 'enable-prefix-caching: false' (--no-enable-prefix-caching).")
+        out.append(f"{where} does not set server.enable-prefix-caching, and prefix caching is ON ({basis}): vLLM "
+                   ">= 0.10 (V1) enables it by default, so omitting --enable-prefix-caching does not disable it. To "
+                   "run without it, write 'enable-prefix-caching: false' (--no-enable-prefix-caching).")
     elif configured is False and effective in ("on", "partial"):
-        out.append(f"{where} sets enable-prefix-caching: false, yet the server caches ({evidence}): the flag did not "
+        out.append(f"{where} sets enable-prefix-caching: false, yet the server caches ({basis}): the flag did not "
                    "reach the server; check the command the deployment really runs (compose command, extra_args).")
     elif configured is True and effective == "off":
-        out.append(f"{where} sets enable-prefix-caching: true, yet nothing is served from the cache ({evidence}): "
+        out.append(f"{where} sets enable-prefix-caching: true, yet nothing is served from the cache ({basis}): "
                    "check that the flag reaches the server and that the KV cache is large enough.")
     if engine is not None and effective in ("on", "off") and engine != (effective == "on"):
         out.append(f"the engine reports enable_prefix_caching={engine} but the measurement says {effective.upper()} "
-                   f"({evidence}): trust the measurement, and check which server answered.")
+                   f"({basis}): trust the measurement, and check which server answered.")
     return out
 
 
@@ -463,9 +469,11 @@ class Acceleration:
         return "Whether prefix caching is on cannot be told: " + c.evidence + "."
 
     def as_dict(self) -> dict[str, Any]:
-        c = self.comparison
+        c, ms, hs = self.comparison, self.miss.summary, self.hit.summary
         return {"workload": self.workload, "acceleration": round(self.ratio, 3),
                 "interval": [round(c.low, 3), round(c.high, 3)], "confidence": c.confidence,
+                "miss_ms_median": round(ms.median * 1000, 2), "miss_ms_iqr": round((ms.q3 - ms.q1) * 1000, 2),
+                "hit_ms_median": round(hs.median * 1000, 2), "hit_ms_iqr": round((hs.q3 - hs.q1) * 1000, 2),
                 "miss": self.miss.as_dict(), "hit": self.hit.as_dict(), "prefix_caching": self.caching.as_dict(),
                 "notes": self.notes}
 

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import VllmTestError
-from .lint import RULES, Finding, ProfileRule, Severity, count, lint_target
-from .profile import Profile, load_profile, profile_dirs
+from .lint import RULES, ProfileRule, Severity, count, lint_target
+from .profile import profile_dirs
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
 
@@ -48,8 +48,12 @@ def gib(text: str) -> float:
     return round(number * scale, 3)
 
 
-def main(argv: list[str], extra_rules: Sequence[ProfileRule] = ()) -> int:
+def main(argv: list[str], extra_rules: Sequence[ProfileRule] | None = None) -> int:
+    """The command; `extra_rules` defaults to the GPU capacity rules (pytest_vllm.capacity)."""
     args = build_parser().parse_args(argv)
+    if extra_rules is None:
+        from .capacity import capacity_rule
+        extra_rules = [capacity_rule]
     if args.list_rules:
         for rule in RULES.values():
             print(f"{rule.id}  {rule.severity:<7}  {rule.title}")
@@ -60,35 +64,29 @@ def main(argv: list[str], extra_rules: Sequence[ProfileRule] = ()) -> int:
         return EXIT_UNUSABLE
     dirs = profile_dirs(args.rootdir)
     hardware = {k: v for k, v in (("gpus", args.gpus), ("gpu_memory_gib", args.gpu_memory)) if v is not None}
-    rules = [_with_hardware(rule, hardware) for rule in extra_rules] if hardware else list(extra_rules)
     status = EXIT_CLEAN
     for target in args.targets:
         try:
-            findings = lint_target(target, dirs, args.env_file, rules)
-            if hardware:  # the hardware override matters to the profile's own GPU rules too
-                findings = _rerun_with_hardware(target, dirs, args.env_file, rules, hardware, findings)
+            findings = lint_target(target, dirs, args.env_file, extra_rules, hardware)
         except VllmTestError as exc:
             print(f"{target}: cannot lint: {exc}", file=sys.stderr)
             status = EXIT_UNUSABLE
             continue
         shown = [f for f in findings if not (args.quiet and f.severity is Severity.INFO)]
         for finding in shown:
-            print(finding)
+            print(dataclasses.replace(finding, file=_short(finding.file)))
         print(f"{target}: {count(findings)}")
         if any(f.severity is not Severity.INFO for f in findings) and status == EXIT_CLEAN:
             status = EXIT_FINDINGS
     return status
 
 
-def _with_hardware(rule: ProfileRule, hardware: dict[str, float]) -> ProfileRule:
-    def run(profile: Profile) -> list[Finding]:
-        return list(rule(dataclasses.replace(profile, hardware={**profile.hardware, **hardware})))
-    return run
-
-
-def _rerun_with_hardware(target: str, dirs: list[Path], env_file: Path | None, rules: list[ProfileRule],
-                         hardware: dict[str, float], findings: list[Finding]) -> list[Finding]:
-    return findings
+def _short(file: str) -> str:
+    """A path relative to the current folder when it is inside it: findings stay one screen wide."""
+    try:
+        return str(Path(file).relative_to(Path.cwd()))
+    except ValueError:
+        return file
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@ from .http import VllmClient
 from .profile import Profile, external_profile, known_profiles, load_profile, profile_dirs
 from .reports import RunReport, TestResult, new_run_dir
 
+# Plugin modules loaded with this one (fixtures and hooks of their own concept).
+pytest_plugins = ["pytest_vllm.history"]
+
 DEFAULT_PROFILE = "cpu_tiny"
 PROFILES = pytest.StashKey[dict[str, Profile]]()
 PROFILE_ERROR = pytest.StashKey[ProfileError | None]()
@@ -75,6 +78,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="grid: profile the others are compared with (delta columns).")
     group.addoption("--profiles-dir", action="append", default=None, metavar="DIR",
                     help="where profile names are looked up (default: <rootdir>/profiles); repeatable.")
+    # --- TTFT history and regression gate (pytest_vllm.history, pytest_vllm.regression) ---
+    group.addoption("--no-history", action="store_true",
+                    help="do not save TTFT series to the benchmark history nor compare them with it. By default "
+                         "they go through pytest-benchmark to <reports-dir>/benchmarks (--benchmark-storage "
+                         "overrides) and a regression against the history fails the test that measured it.")
+    group.addoption("--regression-tolerance", type=float, default=None, metavar="FRACTION",
+                    help="allowed TTFT slowdown against history, 0.10 = 10%% (default: the profile's "
+                         "thresholds.regression_tolerance).")
+    group.addoption("--regression-confidence", type=float, default=None, metavar="LEVEL",
+                    help="confidence the slowdown must be established with, e.g. 0.95 (default: the profile's "
+                         "thresholds.regression_confidence).")
+    group.addoption("--baseline-runs", type=int, default=1, metavar="N",
+                    help="compare with the latest N comparable runs that passed the gate, pooled (default: 1).")
+    group.addoption("--accept-regression", action="store_true",
+                    help="report TTFT regressions without failing, and make this run the new baseline.")
+    # --- end TTFT history ---
 
 
 def _select_profiles(config: pytest.Config) -> dict[str, Profile]:

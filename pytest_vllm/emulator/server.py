@@ -101,7 +101,8 @@ class EmulatorServer:
         self._httpd = httpd
         self.port = httpd.server_address[1]
         self.started_at = time.monotonic()
-        self._thread = threading.Thread(target=httpd.serve_forever, name=f"emulator-{self.port}", daemon=True)
+        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"emulator-{self.port}", daemon=True)
         self._thread.start()
         self.log(f"pytest-vllm emulator {VERSION} (a test instrument, NOT vLLM) listening on {self.base_url}; "
                  f"model {self.model.served_name}; faults: {', '.join(sorted(self.faults)) or 'none'}")
@@ -258,9 +259,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
 
-    def _read_json(self) -> dict[str, Any]:
+    def _read_body(self) -> bytes:
+        """Read the whole body first: an answer sent before it would desync a keep-alive connection."""
         length = int(self.headers.get("content-length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        return self.rfile.read(length) if length else b""
+
+    @staticmethod
+    def _parse_json(raw: bytes) -> dict[str, Any]:
         try:
             data = json.loads(raw or b"null")
         except ValueError as exc:
@@ -316,20 +321,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"detail": "Not Found"})
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        raw = self._read_body()
         if not self._gate():
             return
         emu, path = self.emu, self.path.split("?")[0]
         if path == "/emulator/reset":
-            self._read_json_quietly()
             emu.reset()
             self._send(200, {"reset": True})
             return
         if path != "/v1/chat/completions":
-            self._read_json_quietly()
             self._send(404, {"detail": "Not Found"})
             return
         try:
-            req = self._read_json()
+            req = self._parse_json(raw)
             t0 = time.perf_counter()  # the latency model's clock starts once the request is read
             if "http_5xx" in emu.faults:
                 raise RequestError(500, error_body(ENGINE_DEAD_MESSAGE, "InternalServerError", 500))
@@ -344,11 +348,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(exc.status, exc.body)
             return
         self._respond(req, output, timing, record, t0)
-
-    def _read_json_quietly(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        if length:
-            self.rfile.read(length)
 
     def _respond(self, req: dict[str, Any], output: Any, timing: Timing, record: dict[str, Any],
                  t0: float) -> None:

@@ -43,14 +43,15 @@ def decode_data_url(url: str) -> bytes:
 
 def _figure_mask(image: Image.Image) -> tuple[Image.Image, list[tuple[int, int, int]]]:
     rgb = image.convert("RGB")
-    pixels = list(rgb.getdata())
-    mask = Image.new("1", rgb.size)
+    raw = rgb.tobytes()
+    bits = bytearray(rgb.width * rgb.height)
     figure = []
-    for i, (r, g, b) in enumerate(pixels):
-        if (255 - r) + (255 - g) + (255 - b) > _BACKGROUND_DISTANCE:
+    for i in range(len(bits)):
+        r, g, b = raw[3 * i], raw[3 * i + 1], raw[3 * i + 2]
+        if 765 - r - g - b > _BACKGROUND_DISTANCE:
             figure.append((r, g, b))
-            mask.putpixel((i % rgb.width, i // rgb.width), 1)
-    return mask, figure
+            bits[i] = 255
+    return Image.frombytes("L", rgb.size, bytes(bits)), figure
 
 
 def colour_of(data: bytes) -> str:
@@ -83,7 +84,7 @@ def _glyph(mask: Image.Image) -> list[int]:
     box = mask.getbbox()
     if not box:
         return [0] * (_GLYPH[0] * _GLYPH[1])
-    return [1 if v else 0 for v in mask.crop(box).resize(_GLYPH).getdata()]
+    return [1 if v > 127 else 0 for v in mask.crop(box).resize(_GLYPH).tobytes()]
 
 
 @lru_cache(maxsize=1)
@@ -91,8 +92,8 @@ def _digit_templates() -> dict[str, list[int]]:
     font = ImageFont.load_default(size=96)
     templates = {}
     for digit in "0123456789":
-        canvas = Image.new("1", (128, 128), 0)
-        ImageDraw.Draw(canvas).text((16, 8), digit, fill=1, font=font)
+        canvas = Image.new("L", (128, 128), 0)
+        ImageDraw.Draw(canvas).text((16, 8), digit, fill=255, font=font)
         templates[digit] = _glyph(canvas)
     return templates
 

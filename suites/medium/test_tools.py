@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 import yaml
 
-from pytest_vllm.http import ApiError
+from pytest_vllm.http import ApiError, error_message
 from pytest_vllm.profile import Profile
 
 DATA = yaml.safe_load((Path(__file__).parents[1] / "cases" / "tools.yml").read_text(encoding="utf-8"))
@@ -60,13 +60,14 @@ def decoding(vllm_profile) -> dict:
     return params
 
 
-def _refusal(exc_status: int, body: str, profile: Profile) -> str:
+def _refusal(status: int, body: str, profile: Profile) -> str:
     parser = profile.capabilities["tool_parser"]
-    if exc_status == 400 and "tool-call-parser" in body:
-        return (f"the server refuses tool calls: it was started without a tool parser. vLLM said: {body[:300]}\n"
+    said = error_message(body)
+    if status == 400 and "tool-call-parser" in said:
+        return (f"the server refuses tool calls: it was started without a tool parser. vLLM said: {said}\n"
                 f"  fix: add --enable-auto-tool-choice --tool-call-parser {parser} to the server flags "
                 f"(the profile claims tool_parser '{parser}')")
-    return f"the tool-calling request answered {exc_status}: {body[:500]}"
+    return f"the tool-calling request answered {status}: {said}"
 
 
 def _chat(client, profile: Profile, messages: list[dict], **params) -> dict:

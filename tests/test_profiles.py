@@ -1,0 +1,150 @@
+"""The shipped profiles load and say what the seeds meant; bad profile input gets one clear message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_vllm.errors import ProfileError
+from pytest_vllm.profile import known_profiles, load_profile, render_flags
+
+from conftest import PROFILES
+
+GRID = {  # the seeds' grid configurations: gpu-memory-utilization, prefix caching, chunked prefill
+    "chunked_only_safe": (0.85, False, True),
+    "safe_conservative": (0.85, False, False),
+    "optimized_balanced": (0.90, True, True),
+    "aggressive_cache": (0.95, True, True),
+    "baseline": (0.95, True, False),
+    "prefix_only_092": (0.92, True, False),
+    "prefix_only_095": (0.95, True, False),
+    "combined_balanced": (0.95, True, True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(known_profiles([PROFILES])))
+def test_every_shipped_profile_loads_and_validates(name: str):
+    profile = load_profile(name, [PROFILES])
+    assert profile.name == name and profile.description
+    if profile.backend == "compose":
+        for f in profile.deployment["compose_files"]:
+            assert profile.relative(f).is_file(), f
+
+
+def test_medium_is_the_seeds_production_deployment():
+    p = load_profile("medium", [PROFILES])
+    assert (p.model["path"], p.served_name, p.model["quantization"]) == ("Qwen/Qwen3-32B-AWQ", "qwen3", "awq")
+    assert p.backend == "compose" and p.deployment["service"] == "medium-qwen3" and p.deployment["port"] == 5002
+    assert p.auth["api_key_env"] == "VLLM_API_KEY_MEDIUM"
+    assert p.hardware == {"gpus": 2, "gpu_memory_gib": 24, "device_ids": ["0", "1"]}
+    assert p.capabilities["reasoning_parser"] == "qwen3" and p.capabilities["tool_parser"] == "hermes"
+    args = render_flags(p.server)
+    assert args[args.index("--tensor-parallel-size") + 1] == "2"
+    assert args[args.index("--max-model-len") + 1] == "131072" == str(p.model["max_model_len"])
+    assert "--no-enable-prefix-caching" in args  # the seeds' intent, explicit: V1 would cache otherwise
+    assert args[args.index("--kv-cache-dtype") + 1] == "fp8"  # 131072 tokens of 16-bit KV do not fit 24 GiB
+    assert '"rope_type":"yarn"' in args[args.index("--hf-overrides") + 1]
+
+
+@pytest.mark.parametrize("name", sorted(GRID))
+def test_grid_profiles_state_both_engine_defaults(name: str):
+    memory, prefix, chunked = GRID[name]
+    p = load_profile(name, [PROFILES])
+    assert p.chain == (name, "medium")
+    assert p.flag("gpu-memory-utilization") == memory
+    assert p.flag("enable-prefix-caching") is prefix and p.flag("enable-chunked-prefill") is chunked
+    assert ("kv_cache_acceleration_min" in p.thresholds) is prefix  # no speed-up is expected with caching off
+
+
+def test_medium_vl_is_the_awq_build_the_seeds_ended_on():
+    p = load_profile("medium_vl", [PROFILES])
+    assert p.model["path"] == "cpatonn/Qwen3-VL-32B-Thinking-AWQ-4bit"
+    assert p.model["quantization"] == "compressed-tensors" and p.model["multimodal"] is True
+    assert p.capabilities["vision"] is True and p.capabilities["max_images"] == 3
+    assert "tool_parser" not in p.capabilities  # null removed what medium claims
+    args = render_flags(p.server)
+    assert "--quantization" not in args and "--hf-overrides" not in args and "--tool-call-parser" not in args
+    assert args[args.index("--limit-mm-per-prompt") + 1] == '{"image":3,"video":0}'
+    assert args[args.index("--mm-encoder-tp-mode") + 1] == "weights"
+    assert p.auth["api_key_env"] == "VLLM_API_KEY_MEDIUM_VL" and p.deployment["port"] == 5003
+
+
+def test_env_examples_exist_for_each_env_file_and_hold_no_key():
+    for name in ("medium", "medium_vl"):
+        p = load_profile(name, [PROFILES])
+        example = p.relative(p.deployment["env_file"] + ".example")
+        text = example.read_text()
+        assert f"{p.auth['api_key_env']}=replace-with" in text
+
+
+# --- bad input: one clear message naming file, key and fix ------------------------------------------------
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_unknown_profile_lists_the_known_ones():
+    with pytest.raises(ProfileError) as info:
+        load_profile("mediun", [PROFILES])
+    message = str(info.value)
+    assert "unknown profile 'mediun'" in message
+    assert "did you mean medium" in message and "known profiles:" in message and "chunked_only_safe" in message
+
+
+def test_yaml_syntax_error_shows_file_and_line(tmp_path: Path):
+    path = write(tmp_path, "broken.yml", "extends: medium\nserver:\n  max-num-seqs: [64\n")
+    with pytest.raises(ProfileError, match=r"broken\.yml:4:\d+: YAML syntax error"):
+        load_profile(str(path), [PROFILES])
+
+
+def test_unknown_key_suggests_the_right_one(tmp_path: Path):
+    path = write(tmp_path, "typo.yml", "extends: medium\ncapabilities:\n  reasoning_parsr: qwen3\n")
+    with pytest.raises(ProfileError) as info:
+        load_profile(str(path), [PROFILES])
+    assert info.value.key == "capabilities.reasoning_parsr"
+    assert "unknown key 'reasoning_parsr'" in str(info.value) and "did you mean 'reasoning_parser'" in info.value.fix
+
+
+def test_unknown_top_level_key(tmp_path: Path):
+    path = write(tmp_path, "top.yml", "extends: medium\nservers:\n  max-num-seqs: 64\n")
+    with pytest.raises(ProfileError, match="unknown key 'servers'") as info:
+        load_profile(str(path), [PROFILES])
+    assert "did you mean 'server'" in info.value.fix
+
+
+def test_missing_key_names_it_and_the_backend(tmp_path: Path):
+    path = write(tmp_path, "nocompose.yml", "deployment:\n  backend: compose\n  service: vllm\nmodel:\n  path: m\n")
+    with pytest.raises(ProfileError) as info:
+        load_profile(str(path), [PROFILES])
+    assert info.value.key == "deployment.compose_files"
+    assert "missing key 'deployment.compose_files' (required by the compose backend)" in str(info.value)
+
+
+def test_wrong_type_names_the_key(tmp_path: Path):
+    path = write(tmp_path, "types.yml", "extends: medium\nhardware:\n  gpus: two\n")
+    with pytest.raises(ProfileError, match="'two' is a str, expected int") as info:
+        load_profile(str(path), [PROFILES])
+    assert info.value.key == "hardware.gpus"
+
+
+def test_extends_cycle_shows_the_chain(tmp_path: Path):
+    write(tmp_path, "a.yml", "extends: b\n")
+    write(tmp_path, "b.yml", "extends: a\n")
+    with pytest.raises(ProfileError, match=r"'extends' cycle: a -> b -> a") as info:
+        load_profile(str(tmp_path / "a.yml"), [tmp_path])
+    assert info.value.key == "extends" and info.value.fix
+
+
+def test_extends_unknown_parent(tmp_path: Path):
+    path = write(tmp_path, "orphan.yml", "extends: no_such_parent\n")
+    with pytest.raises(ProfileError, match="'extends: no_such_parent' names no profile") as info:
+        load_profile(str(path), [PROFILES])
+    assert "known profiles:" in info.value.fix
+
+
+def test_null_deletes_an_inherited_flag(tmp_path: Path):
+    path = write(tmp_path, "nulls.yml", "extends: medium\nserver:\n  hf-overrides: null\n")
+    assert "hf-overrides" not in load_profile(str(path), [PROFILES]).server
