@@ -19,7 +19,8 @@ from typing import Any
 
 from . import engine_config
 from .backends.base import Backend, RunSettings
-from .errors import DeploymentError
+from .diagnosis import diagnose
+from .errors import DeploymentError, HealthTimeout
 from .http import VllmClient
 from .profile import Profile
 from .waiting import HttpHealth, wait_until_ready
@@ -139,6 +140,18 @@ def _served_model(profile: Profile, client: VllmClient) -> str:
     return models[0]["id"]
 
 
+def _with_diagnosis(exc: DeploymentError, backend: Backend) -> DeploymentError:
+    """The same failure, with the cause and the fix named from the full log when the backend did not."""
+    if exc.diagnosis:
+        return exc
+    log = backend.log_path.read_text(encoding="utf-8", errors="replace") if backend.log_path and \
+        backend.log_path.is_file() else "\n".join(exc.log_tail)
+    found = diagnose(log, timed_out=isinstance(exc, HealthTimeout))
+    if found is None:
+        return exc
+    return type(exc)(exc.headline, log_tail=exc.log_tail, log_path=exc.log_path, diagnosis=found.render())
+
+
 @contextlib.contextmanager
 def deployed(profile: Profile, settings: RunSettings) -> Iterator[Deployment]:
     """Bring the profile's deployment up, yield it healthy, always bring it down (unless --keep-up)."""
@@ -151,9 +164,12 @@ def deployed(profile: Profile, settings: RunSettings) -> Iterator[Deployment]:
         if not backend.attached:
             settings.progress(f"[vllm] {label}: starting, {backend.describe()}")
             backend.start()
-        waited = wait_until_ready(HttpHealth(backend.base_url), alive=backend.check_alive,
-                                  log_tail=backend.log_tail, timeout=timeout, progress=settings.progress,
-                                  label=label)
+        try:
+            waited = wait_until_ready(HttpHealth(backend.base_url), alive=backend.check_alive,
+                                      log_tail=backend.log_tail, timeout=timeout, progress=settings.progress,
+                                      label=label)
+        except DeploymentError as exc:
+            raise _with_diagnosis(exc, backend) from None
         healthy_at = time.monotonic()
         client = VllmClient(backend.base_url, api_key, "", timeout=float(profile.timeouts["request"]))
         deployment = Deployment(profile, backend, api_key, _served_model(profile, client),

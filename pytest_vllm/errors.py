@@ -27,6 +27,7 @@ class DeploymentError(VllmTestError):
 
     def __init__(self, message: str, *, log_tail: list[str] | None = None,
                  log_path: str | None = None, diagnosis: str | None = None) -> None:
+        self.headline = message
         self.log_tail = log_tail or []
         self.log_path = log_path
         self.diagnosis = diagnosis

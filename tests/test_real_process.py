@@ -56,6 +56,7 @@ def test_server_dying_at_start_fails_within_two_seconds_quoting_vllm(run_suite, 
     out = result.stdout.str()
     assert "exited with code 2 during start-up" in out
     assert re.search(r"unrecognized arguments: --no-such-vllm-flag", out), out[-3000:]
+    assert "diagnosis: vLLM rejected the command line: --no-such-vllm-flag [invalid_argument]" in out
     assert _server_processes(8062) == []
     noticed = [float(x) for x in re.findall(r"noticed (\d+\.\d+)s after it exited", out)]
     assert noticed, out[-2000:]

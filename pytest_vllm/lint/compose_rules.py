@@ -124,8 +124,9 @@ def _env_file(target: ComposeTarget, findings: list[Finding]) -> EnvFile | None:
     if not path.is_file():
         if target.env_file_required:
             example = path.with_name(path.name + ".example")
-            hint = (f"copy {example} to {path} and fill it in" if example.is_file() else f"create {path}") + \
-                ", or remove deployment.env_file and export the variables"
+            hint = f"copy {example} to {path} and fill it in" if example.is_file() else f"create {path}"
+            if target.profile:
+                hint += ", or remove deployment.env_file and export the variables instead"
             findings.append(RULES["VP010"](str(path), "", "env file not found; `docker compose --env-file` "
                                            "refuses to run without it", hint))
         return None

@@ -1,0 +1,75 @@
+"""The KV-cache suite on real vLLM CPU with the tiny model (slow: a server start each, minutes).
+
+Prefix caching on (vLLM V1's default): the ~3k-token prefix is served ≥ ×3 faster and /metrics counts the
+hits. `--no-enable-prefix-caching`: no speed-up, no hits, and a profile demanding ×2 fails saying why.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from conftest import DATA, PROFILES, SUITES
+
+pytestmark = pytest.mark.real
+KV_SUITE = str(SUITES / "medium" / "test_kv_cache.py")
+PROFILE_DIRS = (f"--profiles-dir={DATA / 'profiles'}", f"--profiles-dir={PROFILES}")
+
+
+def _measurements(tmp_path, profile: str) -> dict:
+    return json.loads((tmp_path / "reports" / "latest.json").read_text())["measurements"][profile]
+
+
+def _outcomes(junit) -> dict[str, str]:
+    """test name -> passed / failed / skipped, from the JUnit XML the run wrote."""
+    out = {}
+    for case in ET.parse(junit).iter("testcase"):
+        failed = case.find("failure") is not None or case.find("error") is not None
+        out[case.get("name")] = "failed" if failed else ("skipped" if case.find("skipped") is not None else "passed")
+    return out
+
+
+def _show(label: str, kv: dict) -> str:
+    lines = [f"REAL {label} {kv['workload']}: acceleration x{kv['acceleration']:.2f} "
+             f"(interval x{kv['interval'][0]:.2f}-x{kv['interval'][1]:.2f}); "
+             f"prefix caching {kv['prefix_caching']['effective']}"]
+    for cache in ("miss", "hit"):
+        s = kv[cache]
+        t = s["ttft_ms"]
+        lines.append(f"  {cache}: median {t['median']:.1f} ms (IQR {t['q1']:.1f}-{t['q3']:.1f}, min {t['min']:.1f}, "
+                     f"max {t['max']:.1f}), {s['prompt_tokens_median']} prompt tokens, client mean "
+                     f"{s['client_ttft_mean_ms']:.1f} ms vs server histogram {s['server_ttft_mean_ms']} ms, "
+                     f"/metrics {s['metrics']}")
+    return "\n".join(lines)
+
+
+def test_prefix_caching_on_accelerates_the_long_prefix_and_metrics_confirm(run_suite, tmp_path):
+    junit = tmp_path / "junit.xml"
+    result = run_suite(KV_SUITE, "--profile=kv_tiny_on", *PROFILE_DIRS, f"--junitxml={junit}")
+    kv = _measurements(tmp_path, "kv_tiny_on")
+    print("\n" + "\n".join(_show("ON", kv[f"kv_cache/{w}"]) for w in ("long_prefix", "agent_conversation")))
+    long = kv["kv_cache/long_prefix"]
+    assert long["hit"]["prompt_tokens_median"] >= 2500
+    assert long["acceleration"] >= 3, _show("ON", long)
+    assert long["prefix_caching"]["effective"] == "on"
+    assert long["hit"]["metrics"]["prefix_cache_hits"] > 0 and long["hit"]["metrics"]["hit_rate"] > 0.9
+    assert long["miss"]["metrics"]["prefix_cache_hits"] == 0
+    outcomes = _outcomes(junit)
+    long_prefix = {name: o for name, o in outcomes.items() if "long_prefix" in name}
+    assert set(long_prefix.values()) == {"passed"} and len(long_prefix) == 4, result.stdout.str()[-3000:]
+
+
+def test_prefix_caching_off_gives_no_speed_up_and_the_suite_says_it_is_off(run_suite, tmp_path):
+    result = run_suite(KV_SUITE, "--profile=kv_tiny_off", *PROFILE_DIRS, "-k", "acceleration", "-rf")
+    kv = _measurements(tmp_path, "kv_tiny_off")
+    print("\n" + "\n".join(_show("OFF", kv[f"kv_cache/{w}"]) for w in ("long_prefix", "agent_conversation")))
+    result.assert_outcomes(failed=2)
+    out = result.stdout.str()
+    assert "KV-cache acceleration ×" in out and "is below the required ×2" in out
+    assert "Prefix caching is OFF on this deployment" in out
+    assert "enable-prefix-caching: false (--no-enable-prefix-caching)" in out
+    long = kv["kv_cache/long_prefix"]
+    assert 0.75 <= long["acceleration"] <= 1.33, _show("OFF", long)
+    assert long["hit"]["metrics"]["prefix_cache_hits"] == 0
