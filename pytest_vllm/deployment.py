@@ -20,8 +20,10 @@ from typing import Any
 from . import engine_config
 from .backends.base import Backend, RunSettings
 from .diagnosis import diagnose
-from .errors import DeploymentError, HealthTimeout
+from .errors import DeploymentError, HealthTimeout, PreflightError
 from .http import VllmClient
+from .lint import lint_profile
+from .lint.composefile import read_env_file
 from .profile import Profile
 from .waiting import HttpHealth, wait_until_ready
 
@@ -43,6 +45,7 @@ class Deployment:
     served_model: str
     engine_config: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
+    telemetry: Any = None  # pytest_vllm.telemetry.Sampler running for this deployment, set by the plugin
     _client: VllmClient | None = None
 
     @property
@@ -76,20 +79,6 @@ class Deployment:
                 "log": str(self.backend.log_path) if self.backend.log_path else None}
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines as docker compose reads them (comments, `export`, quotes)."""
-    values: dict[str, str] = {}
-    if not path.is_file():
-        return values
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        values[key.strip()] = value.strip().strip("'\"")
-    return values
-
-
 def resolve_api_key(profile: Profile, settings: RunSettings) -> str | None:
     """--api-key, else the variable the profile names, else that variable in the env file, else generated."""
     if settings.api_key:
@@ -99,7 +88,7 @@ def resolve_api_key(profile: Profile, settings: RunSettings) -> str | None:
         return os.environ[var]
     env_file = profile.deployment.get("env_file")
     for path in ([profile.relative(env_file)] if env_file else []) + [Path.cwd() / ".env"]:
-        value = read_env_file(path).get(var)
+        value = read_env_file(path).values.get(var) if path.is_file() else None
         if value:
             return value
     if profile.auth.get("generate"):
@@ -140,6 +129,19 @@ def _served_model(profile: Profile, client: VllmClient) -> str:
     return models[0]["id"]
 
 
+def preflight(profile: Profile, api_key: str | None, settings: RunSettings) -> None:
+    """Lint the profile, its compose/env files and its GPU capacity before anything starts."""
+    from .capacity import capacity_rule
+    findings = lint_profile(profile, api_key=api_key, extra_rules=[capacity_rule])
+    for finding in findings:
+        if not finding.blocking and finding.severity != "info":
+            settings.progress(f"[vllm] preflight {finding}")
+    blocking = [f for f in findings if f.blocking]
+    if blocking:
+        raise PreflightError(f"preflight refused profile '{profile.name}' before starting anything:\n"
+                             + "\n".join(str(f) for f in blocking))
+
+
 def _with_diagnosis(exc: DeploymentError, backend: Backend) -> DeploymentError:
     """The same failure, with the cause and the fix named from the full log when the backend did not."""
     if exc.diagnosis:
@@ -162,6 +164,7 @@ def deployed(profile: Profile, settings: RunSettings) -> Iterator[Deployment]:
     t0 = time.monotonic()
     try:
         if not backend.attached:
+            preflight(profile, api_key, settings)
             settings.progress(f"[vllm] {label}: starting, {backend.describe()}")
             backend.start()
         try:

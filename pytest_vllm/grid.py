@@ -114,7 +114,8 @@ def _cause(record: dict[str, Any]) -> str:
     if record.get("failure"):
         lines = [ln for ln in record["failure"].splitlines() if ln.strip()]
         diagnosis = next((ln for ln in lines if ln.startswith("diagnosis:")), None)
-        return diagnosis or lines[0][:200]
+        headline = next((ln for ln in lines if not ln.startswith("deployment of profile")), lines[0])
+        return headline[:160] + (f" — {diagnosis}" if diagnosis else "")
     if record.get("failed_tests"):
         return "failed: " + ", ".join(t.split("::")[-1] for t in record["failed_tests"][:3])
     return ""

@@ -26,6 +26,7 @@ from .grid import RANK_METRICS, STATE_FILE, GridRecorder, GridState
 from .http import VllmClient
 from .profile import Profile, external_profile, known_profiles, load_profile, profile_dirs
 from .reports import RunReport, TestResult, new_run_dir
+from .telemetry import Sampler, snapshot
 
 # Plugin modules loaded with this one (fixtures and hooks of their own concept).
 pytest_plugins = ["pytest_vllm.history"]
@@ -202,7 +203,7 @@ def _start_grid(config: pytest.Config, reports_dir: Path) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    lines = []
+    lines = [snapshot(with_processes=False).header()] if config.stash[PROFILES] else []
     for p in config.stash[PROFILES].values():
         backend = "external" if config.getoption("base_url") else p.backend
         endpoint = config.getoption("base_url") or p.deployment.get("base_url") or \
@@ -260,13 +261,18 @@ def vllm_deployment(vllm_profile: Profile, request: pytest.FixtureRequest) -> It
     """The healthy deployment of the profile: brought up once per profile, always torn down."""
     config = request.config
     report = config.stash[REPORT]
+    sampler = Sampler().start()  # GPU memory/utilisation through the session; "unavailable" without NVML
     try:
         with deployed(vllm_profile, config.stash[SETTINGS]) as deployment:
+            deployment.telemetry = sampler
             report.profiles[vllm_profile.name] = deployment.describe()
             yield deployment
+            report.profiles[vllm_profile.name]["gpu"] = sampler.result().to_dict()
     except (DeploymentError, PreflightError) as exc:
         report.deploy_failures[vllm_profile.name] = str(exc)
         pytest.fail(f"deployment of profile '{vllm_profile.name}' failed:\n{exc}", pytrace=False)
+    finally:
+        sampler.stop()
 
 
 @pytest.fixture(scope="session")

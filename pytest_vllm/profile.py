@@ -130,7 +130,8 @@ def normalize_flag(name: str) -> str:
 
 
 def render_flags(server: dict[str, Any]) -> list[str]:
-    """{flag: value} -> vLLM command line. True -> --flag, False -> --no-flag, dict/list -> JSON, None -> omitted."""
+    """{flag: value} -> vLLM command line. True -> --flag, False -> --no-flag, mapping -> JSON, list -> values,
+    None -> omitted."""
     args: list[str] = []
     for key, value in server.items():
         flag = "--" + normalize_flag(key)
@@ -140,8 +141,10 @@ def render_flags(server: dict[str, Any]) -> list[str]:
             args.append(flag)
         elif value is False:
             args.append("--no-" + normalize_flag(key))
-        elif isinstance(value, dict | list):
+        elif isinstance(value, dict):
             args += [flag, json.dumps(value, separators=(",", ":"))]
+        elif isinstance(value, list):  # multi-value flags (nargs='+'): --served-model-name a b
+            args += [flag, *(json.dumps(v, separators=(",", ":")) if isinstance(v, dict) else str(v) for v in value)]
         else:
             args += [flag, str(value)]
     return args
@@ -252,6 +255,20 @@ def _check_complete(p: dict[str, Any], path: Path) -> None:
                                file=str(path), key=dotted, fix=f"add it: {SCHEMA[section][key][1]}")
 
 
+PATH_KEYS = ("compose_files", "env_file")
+
+
+def _anchor_paths(data: dict[str, Any], path: Path) -> None:
+    """Paths are relative to the file that wrote them, also when a child profile inherits them."""
+    deployment = data.get("deployment") or {}
+    for key in PATH_KEYS:
+        value = deployment.get(key)
+        if isinstance(value, str):
+            deployment[key] = str((path.parent / value).resolve())
+        elif isinstance(value, list):
+            deployment[key] = [str((path.parent / v).resolve()) for v in value]
+
+
 def load_profile(name_or_path: str, dirs: list[Path]) -> Profile:
     """Find, parse, resolve `extends` and validate. Raises ProfileError with file, key and fix."""
     path = find_profile(name_or_path, dirs)
@@ -265,6 +282,7 @@ def load_profile(name_or_path: str, dirs: list[Path]) -> Profile:
                                fix="remove one 'extends' so the chain ends")
         data = _read_yaml(current)
         _validate(data, current)
+        _anchor_paths(data, current)
         chain.append(current)
         layers.append(data)
         parent = data.get("extends")

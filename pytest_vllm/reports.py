@@ -69,7 +69,8 @@ class RunReport:
                       f"- backend: {d['backend']}, endpoint: {d['endpoint']}, model: `{d['model']}`",
                       f"- vLLM: {d.get('vllm_version') or 'unknown'}",
                       f"- effective engine config: {engine_config.summary(d.get('engine_config') or {})}",
-                      f"- timings: {d.get('timings')}", ""]
+                      f"- timings: {d.get('timings')}",
+                      f"- GPU: {_gpu_line(d.get('gpu'))}", ""]
             if d.get("log"):
                 lines.append(f"- server log: `{d['log']}`")
         for name, msg in self.deploy_failures.items():
@@ -96,6 +97,15 @@ class RunReport:
         for suffix in ("json", "md"):
             shutil.copyfile(self.run_dir / f"summary.{suffix}", top / f"latest.{suffix}")
         return json_path
+
+
+def _gpu_line(gpu: dict[str, Any] | None) -> str:
+    if not gpu:
+        return "not sampled"
+    if not gpu.get("available"):
+        return f"unavailable ({gpu.get('reason')})"
+    return ", ".join(f"GPU{p['index']} {p['name']} peak {p['memory_used_mib']}/{p['memory_total_mib']} MiB"
+                     for p in gpu.get("peaks", []))
 
 
 def _atomic_write(path: Path, text: str) -> None:

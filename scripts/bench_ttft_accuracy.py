@@ -3,6 +3,7 @@ per request, and compares what `pytest_vllm.streaming` measured with that ground
 
     .venv/bin/python scripts/bench_ttft_accuracy.py [--requests 200] [--noise-cv 0.1]
 
+The emulator runs in its own process (as a server does: no shared interpreter lock with the client).
 Prompts of several sizes, each sent cold (MISS) then again (HIT); the emulated model thinks first, so the
 first text is a reasoning delta. Printed: median / p90 / max absolute error of our TTFT, and the error a
 client makes that waits for the first *content* delta (the trap of tools that ignore reasoning).
@@ -12,13 +13,22 @@ Target: median absolute error <= 1 ms. Exit status 1 when it is missed.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pytest_vllm.emulator import EmulatorServer, LatencyModel  # noqa: E402
 from pytest_vllm.http import VllmClient  # noqa: E402
 from pytest_vllm.kv_cache import filler, salt  # noqa: E402
 from pytest_vllm.streaming import StreamResult  # noqa: E402
@@ -27,11 +37,45 @@ TARGET_MS = 1.0
 PROMPT_WORDS = (100, 500, 1500, 3000)
 
 
+@contextlib.contextmanager
+def emulator_process(noise_cv: float) -> Iterator[str]:
+    """The emulator in its own process group on a free loopback port; yields its base URL, always stopped."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # base 20 ms: the emulator's own work (tokenizing, hashing blocks) always fits inside the injected TTFT
+    command = [sys.executable, "-m", "pytest_vllm.emulator", "--port", str(port), "--base-ms", "20",
+               "--prefill-ms-per-token", "0.05", "--decode-ms-per-token", "3", "--noise-cv", str(noise_cv),
+               "--seed", "7"]
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "emulator.log"
+        proc = subprocess.Popen([*command, "--log-file", str(log)], start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1])
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(url + "/health", timeout=1).status_code == 200:
+                        break
+                time.sleep(0.1)
+            else:
+                raise RuntimeError(f"the emulator did not answer on {url}: {log.read_text()[-2000:]}")
+            yield url
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(10)
+
+
 def first_content_s(result: StreamResult) -> float | None:
     for chunk, at in zip(result.chunks, result.chunk_times, strict=True):
         if any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or []):
             return at
     return None
+
+
+def client_model(url: str) -> str:
+    return httpx.get(url + "/v1/models", timeout=5).json()["data"][0]["id"]
 
 
 def stats_ms(values: list[float]) -> str:
@@ -45,14 +89,11 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=200, help="requests in all (default 200)")
     parser.add_argument("--noise-cv", type=float, default=0.1, help="injected latency noise (default 0.1)")
     args = parser.parse_args()
-    # base 20 ms: the emulator's own work (tokenizing, hashing blocks) always fits inside the injected TTFT
-    latency = LatencyModel(base_ms=20.0, prefill_ms_per_token=0.05, decode_ms_per_token=3.0, noise_cv=args.noise_cv,
-                           seed=7)
     errors: dict[str, list[float]] = {"miss": [], "hit": []}
     trap: list[float] = []
     injected_ms: list[float] = []
-    with EmulatorServer(latency=latency) as emulator:
-        client = VllmClient(emulator.base_url, None, emulator.model.served_name, timeout=30)
+    with emulator_process(args.noise_cv) as url:
+        client = VllmClient(url, None, client_model(url), timeout=30)
         i = 0
         while i < args.requests:
             words = PROMPT_WORDS[(i // 2) % len(PROMPT_WORDS)]

@@ -19,16 +19,14 @@ import yaml
 from pytest_vllm.backends.base import RunSettings
 from pytest_vllm.backends.compose import (
     ComposeBackend,
-    ServiceSpec,
     container_failure,
     diagnose,
     engine,
     project_name,
     remove_project,
-    render_env_file,
-    render_override,
     seconds_since,
 )
+from pytest_vllm.backends.compose_config import ServiceSpec, render_env_file, render_override
 from pytest_vllm.backends.compose_conflicts import (
     PORT_LABEL,
     PROFILE_LABEL,
@@ -86,15 +84,14 @@ def test_env_file_has_the_run_key_once_taken_literally():
         render_env_file(inherited="", variables={}, secret_name="K", secret="it's")
 
 
-def test_env_file_is_private_to_the_run_and_gone_at_teardown(tmp_path):
+def test_env_file_is_private_to_the_run(tmp_path):
     backend = _backend("compose_8021", tmp_path, api_key="s3cret-" + "x" * 30)
     backend._write_env_file()
     assert backend.env_file.stat().st_mode & 0o777 == 0o600
     assert str(backend.env_file).startswith(str(tmp_path / "run"))
     text = backend.env_file.read_text()
     assert "PYTEST_VLLM_API_KEY='s3cret-" in text and "PYTEST_VLLM_PORT='8021'" in text
-    backend.stop()  # nothing was brought up: only the key goes
-    assert not backend.env_file.exists()
+    assert f"PYTEST_VLLM_VENV='{sys.prefix}'" in text and "PYTEST_VLLM_MODEL_DIR=" in text
 
 
 def test_server_command_follows_the_service_network(tmp_path):
@@ -245,6 +242,7 @@ def test_compose_refusing_up_is_quoted(docker_engine, tmp_path):
     assert "docker compose up failed" in message
     assert "pytest-vllm/never-built:local" in message, message  # compose's own words
     assert leftovers("compose_missing_image") == []
+    assert not list(tmp_path.rglob("compose.env")), "the env file holds the key: it must not outlive `up`"
 
 
 @pytest.mark.docker
@@ -288,8 +286,9 @@ def test_health_suite_passes_through_compose_and_leaves_nothing(docker_engine, t
     if project:
         remove_project(project.group(1))  # a failed teardown must not leave it for the next test
     assert code == 0, out[-4000:]
-    assert "6 passed" in out
+    assert "6 passed, 1 skipped" in out
     assert project and leftovers("cpu_tiny_compose") == []
+    assert not list(tmp_path.rglob("compose.env")), "the env file holds the key: it must not outlive `up`"
     summary = json.loads((tmp_path / "reports" / "latest.json").read_text())["profiles"]["cpu_tiny_compose"]
     assert summary["backend"] == "compose" and Path(summary["log"]).read_text().count("Application startup")
     assert summary["engine_config"]["enable_prefix_caching"] is True
@@ -367,7 +366,7 @@ def test_two_runs_side_by_side_both_pass(docker_engine, tmp_path):
                 p.kill()
                 p.wait()
     for p, out in zip(procs, outs, strict=True):
-        assert p.returncode == 0 and "6 passed" in out, out[-4000:]
+        assert p.returncode == 0 and "6 passed, 1 skipped" in out, out[-4000:]
     assert leftovers("compose_8021") == [] and leftovers("compose_8022") == []
 
 

@@ -73,7 +73,7 @@ def _schema_breaker(schema: dict[str, Any], args: dict[str, Any]) -> dict[str, A
     name = next(iter(schema.get("required") or props), None)
     if name is None:
         return {**broken, "unexpected": True}
-    broken[name] = 12345 if props.get(name, {}).get("type") != "number" else "not a number"
+    broken[name] = "wrong type" if props.get(name, {}).get("type") not in (None, "string") else 12345
     return broken
 
 

@@ -29,7 +29,7 @@ from .answers import Scripts
 from .config import EmulatedModel
 from .faults import parse_faults
 from .latency import Clock, LatencyModel, PrefixCache, Timing
-from .parsing import present
+from .parsing import Output, present
 from .prometheus import Metrics
 from .protocol import ChunkWriter, chat_body, dumps, error_body, models_body
 from .tokens import render_prompt
@@ -159,7 +159,7 @@ class EmulatorServer:
             raise RequestError(404, error_body(f"The model `{req.get('model')}` does not exist. Valid aliases: "
                                                f"{model.served_name}.", "NotFoundError", 404, "model"))
         messages = req.get("messages")
-        if not isinstance(messages, list) or not messages:
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             raise RequestError.bad("1 validation error:\n  {'type': 'missing', 'loc': 'body.messages', "
                                    "'msg': 'Field required'}", "body.messages")
         max_tokens = req.get("max_completion_tokens") or req.get("max_tokens")
@@ -196,7 +196,7 @@ class EmulatorServer:
             described = f'function "{choice["function"]["name"]}"' if isinstance(choice, dict) else f'"{choice}"'
             raise RequestError.bad(FORCED_TOOL_MESSAGE.format(described))
 
-    def plan(self, req: dict[str, Any], images: list[bytes]) -> tuple[Any, Timing, dict[str, Any]]:
+    def plan(self, req: dict[str, Any], images: list[bytes]) -> tuple[Output, Timing, dict[str, Any]]:
         """What to answer and when: the presented output, its timing, and the record kept for clients."""
         answer = self.scripts.answer(req, images, self.faults)
         output = present(answer, req, self.model, self.faults)
@@ -313,10 +313,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, models_body(emu.model.served_name, emu.model.max_model_len, int(time.time())))
         elif path == "/metrics":
             self._send(200, emu.metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
-        elif path == "/emulator/last":
-            self._send(200, emu.records[-1] if emu.records else {})
-        elif path == "/emulator/requests":
-            self._send(200, list(emu.records))
+        elif path in ("/emulator/last", "/emulator/requests"):
+            with emu.lock:
+                records = list(emu.records)
+            self._send(200, (records[-1] if records else {}) if path.endswith("last") else records)
         else:
             self._send(404, {"detail": "Not Found"})
 
@@ -349,7 +349,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._respond(req, output, timing, record, t0)
 
-    def _respond(self, req: dict[str, Any], output: Any, timing: Timing, record: dict[str, Any],
+    def _respond(self, req: dict[str, Any], output: Output, timing: Timing, record: dict[str, Any],
                  t0: float) -> None:
         emu = self.emu
         headers = {"x-request-id": record["id"], "x-emulator-ttft-ms": str(record["ttft_ms"]),
@@ -372,7 +372,7 @@ class _Handler(BaseHTTPRequestHandler):
                 f"cached={record['cached_tokens']} ttft_ms={record['ttft_ms']} "
                 f"completion_tokens={record['completion_tokens']} finish={output.finish_reason}")
 
-    def _stream(self, req: dict[str, Any], output: Any, timing: Timing, record: dict[str, Any],
+    def _stream(self, req: dict[str, Any], output: Output, timing: Timing, record: dict[str, Any],
                 headers: dict[str, str], t0: float) -> None:
         writer = ChunkWriter(record["id"], self.emu.model.served_name, self.emu.model.reasoning_field, output)
         self.send_response(200)

@@ -81,3 +81,14 @@ def test_streamed_chat_completion_is_well_formed(vllm_client):
     assert result.finish_reason in FINISH_REASONS, f"unexpected finish_reason {result.finish_reason!r}"
     assert result.usage and result.usage.get("completion_tokens", 0) > 0, (
         f"no usage in the stream despite stream_options.include_usage: {result.usage}")
+
+
+def test_peak_vram_within_the_profile_limit(vllm_deployment, vllm_profile):
+    limit = vllm_profile.thresholds.get("peak_vram_gib_max")
+    if limit is None:
+        pytest.skip("the profile sets no thresholds.peak_vram_gib_max")
+    telemetry = vllm_deployment.telemetry.result()
+    if not telemetry.available:
+        pytest.skip(f"no GPU telemetry here: {telemetry.reason}")
+    violations = telemetry.peak_vram_violations(limit)
+    assert not violations, "\n".join(violations)
