@@ -194,10 +194,10 @@ class TtftRecorder:
                                 accept=self.config.getoption("accept_regression"))
 
     def _threshold(self, name: str) -> tuple[float, str]:
-        option = self.config.getoption(name)
+        option, flag = self.config.getoption(name), "--" + name.replace("_", "-")
         if option is not None:
-            return float(option), f"--{name.replace('_', '-')}"
-        return float(self.profile.thresholds[name]), f"thresholds.{name} in {self.profile.path}"
+            return float(option), flag
+        return float(self.profile.thresholds[name]), f"thresholds.{name} of profile {self.profile.path}, or {flag}"
 
 
 def _check_recorded(bench: Any, result: SeriesResult) -> None:

@@ -41,6 +41,21 @@ def _hint(status: int) -> str:
     return ""
 
 
+class ServerGone(VllmTestError):
+    """The connection broke: the server stopped answering (crashed, restarted or was killed)."""
+
+
+def _transport(call: Any) -> Any:
+    """Turn httpx's transport errors into one message an operator can act on."""
+    def wrapper(self: VllmClient, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(self, *args, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServerGone(f"{self.base_url} stopped answering ({type(exc).__name__}: {exc}): the server may "
+                             "have crashed or restarted; look at its log (reports/runs/.../logs)") from exc
+    return wrapper
+
+
 class VllmClient:
     """Calls one deployment. Paths are relative to the server root (`/health`, `/v1/models`)."""
 
@@ -58,9 +73,11 @@ class VllmClient:
         key = api_key if api_key is not None else self.api_key
         return {"Authorization": f"Bearer {key}"} if auth and key else {}
 
+    @_transport
     def get(self, path: str, *, auth: bool = True, api_key: str | None = None) -> httpx.Response:
         return self._http.get(self.base_url + path, headers=self.headers(auth, api_key))
 
+    @_transport
     def post(self, path: str, payload: dict[str, Any], *, auth: bool = True,
              api_key: str | None = None) -> httpx.Response:
         return self._http.post(self.base_url + path, json=payload, headers=self.headers(auth, api_key))
@@ -75,6 +92,7 @@ class VllmClient:
             raise ApiError(response.status_code, response.text, "/v1/chat/completions")
         return response.json()
 
+    @_transport
     def stream_chat(self, messages: list[dict[str, Any]], **params: Any) -> StreamResult:
         """Streamed chat completion, timed (see pytest_vllm.streaming). Non-200 is returned, not raised."""
         return stream_chat(self._http, self.base_url + "/v1/chat/completions",

@@ -90,8 +90,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--regression-confidence", type=float, default=None, metavar="LEVEL",
                     help="confidence the slowdown must be established with, e.g. 0.95 (default: the profile's "
                          "thresholds.regression_confidence).")
-    group.addoption("--baseline-runs", type=int, default=1, metavar="N",
-                    help="compare with the latest N comparable runs that passed the gate, pooled (default: 1).")
+    group.addoption("--baseline-runs", type=int, default=3, metavar="N",
+                    help="compare with the latest N comparable runs that passed the gate, pooled (default: 3; "
+                         "1 = the last run only, as pytest-benchmark compares).")
     group.addoption("--accept-regression", action="store_true",
                     help="report TTFT regressions without failing, and make this run the new baseline.")
     # --- end TTFT history ---

@@ -22,7 +22,7 @@ BACKENDS = ("process", "compose", "external", "emulator")
 # section -> {key: (allowed python types, one-line meaning)}; a section mapped to None is free-form.
 SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]] | None] = {
     "deployment": {
-        "backend": ((str,), "process | compose | external"),
+        "backend": ((str,), "process | compose | external | emulator"),
         "host": ((str,), "address the server binds and we call (default 127.0.0.1)"),
         "port": ((int,), "HTTP port of the OpenAI-compatible server (default 8000)"),
         "env": ((dict,), "extra environment variables for the server"),

@@ -11,8 +11,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from pytest_vllm.emulator import EmulatedModel, LatencyModel
-from pytest_vllm.emulator.answers import Scripts, example_for
+from pytest_vllm.emulator.answers import Answer, Scripts, ToolCall, example_for
 from pytest_vllm.emulator.latency import Clock, PrefixCache, block_hashes
+from pytest_vllm.emulator.parsing import present
 from pytest_vllm.emulator.tokens import json_pieces, output_pieces, prompt_tokens
 from pytest_vllm.emulator.vision import colour_of, digit_of, shape_of
 
@@ -141,3 +142,12 @@ def test_model_from_a_profiles_vllm_flags():
     assert (model.served_name, model.max_model_len, model.reasoning_parser, model.max_images) == ("m", 8192, "qwen3", 2)
     assert model.tool_parser is None  # --tool-call-parser without --enable-auto-tool-choice parses nothing
     assert model.prefix_caching is False
+
+
+def test_a_call_cut_by_max_tokens_comes_back_as_text_like_vllm():
+    answer = Answer("think", "", [ToolCall("get_weather", '{"city": "Paris", "unit": "celsius"}')])
+    cut = present(answer, {"max_tokens": 6, "tool_choice": "required"}, EmulatedModel(), frozenset())
+    assert (cut.finish_reason, cut.completion_tokens, cut.calls) == ("length", 6, [])
+    assert cut.content.startswith('<tool_call>\n{"name": "get_weather", "arguments": {')
+    whole = present(answer, {"max_tokens": 100, "tool_choice": "required"}, EmulatedModel(), frozenset())
+    assert whole.finish_reason == "tool_calls" and whole.content == "" and len(whole.calls) == 1

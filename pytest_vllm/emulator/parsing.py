@@ -64,8 +64,12 @@ class Output:
         return sum(1 for p in self.pieces if p.kind == "reasoning")
 
 
+def _tool_head(name: str) -> str:
+    return f'<tool_call>\n{{"name": "{name}", "arguments": '
+
+
 def _tool_text(name: str, arguments: str) -> str:
-    return f'<tool_call>\n{{"name": "{name}", "arguments": {arguments}}}\n</tool_call>'
+    return f"{_tool_head(name)}{arguments}}}\n</tool_call>"
 
 
 def _thinking(request: dict[str, Any]) -> bool:
@@ -105,7 +109,8 @@ def present(answer: Answer, request: dict[str, Any], model: EmulatedModel, fault
         finish = "length"
     if max_tokens and len(pieces) > max_tokens:
         pieces, finish = _cut(pieces[:max_tokens], calls, answer), "length"
-        calls = [c for c in calls if any(p.call == calls.index(c) for p in pieces)]
+        kept = {p.call for p in pieces if p.call >= 0}  # only the last call can be cut: indices stay valid
+        calls = [c for i, c in enumerate(calls) if i in kept]
     for i, call in enumerate(calls):
         call.arguments = "".join(p.text for p in pieces if p.kind == "arguments" and p.call == i)
     named_or_required = isinstance(choice, dict) or choice == "required"
@@ -113,15 +118,12 @@ def present(answer: Answer, request: dict[str, Any], model: EmulatedModel, fault
 
 
 def _cut(pieces: list[Piece], calls: list[Call], answer: Answer) -> list[Piece]:
-    """A call cut by max_tokens cannot be parsed: vLLM returns what the model wrote as text."""
+    """A call cut by max_tokens cannot be parsed: vLLM returns what the model wrote as text, token for token."""
     last = next((p.call for p in reversed(pieces) if p.call >= 0), None)
     if last is None:
         return pieces
     written = "".join(p.text for p in pieces if p.kind == "arguments" and p.call == last)
-    complete = written == answer.tool_calls[last].arguments
-    if complete:
+    if written == answer.tool_calls[last].arguments:
         return pieces
-    kept = [p for p in pieces if p.call != last]
-    text = _tool_text(calls[last].name, written)[: -len("}\n</tool_call>")]
-    return kept + [Piece("content", t) for t in output_pieces(text)]
-
+    head = _tool_head(calls[last].name)
+    return [Piece("content", head if p.kind == "call" else p.text) if p.call == last else p for p in pieces]
