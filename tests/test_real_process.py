@@ -50,15 +50,26 @@ def test_health_suite_passes_on_real_vllm_and_leaves_nothing_behind(run_suite, t
           f"healthy->fixture {timings['healthy_to_ready_s'] * 1000:.0f}ms, whole run {wall:.1f}s")
 
 
-def test_server_dying_at_start_fails_within_two_seconds_quoting_vllm(run_suite, tmp_path):
-    result = run_suite(HEALTH, "--profile=cpu_tiny_bad_flag", *PROFILE_DIRS)
+def test_server_dying_at_start_fails_within_two_seconds_quoting_vllm(run_suite):
+    result = run_suite(HEALTH, "--profile=cpu_tiny_dies", *PROFILE_DIRS)
     assert result.ret == 1
     out = result.stdout.str()
-    assert "exited with code 2 during start-up" in out
-    assert re.search(r"unrecognized arguments: --no-such-vllm-flag", out), out[-3000:]
-    assert "diagnosis: vLLM rejected the command line: --no-such-vllm-flag [invalid_argument]" in out
-    assert _server_processes(8062) == []
+    assert "exited with code 1 during start-up" in out
+    assert "User-specified max_model_len (65536) is greater than the derived max_model_len" in out, out[-3000:]
+    assert "[max_model_len_too_large]" in out  # the diagnosis names the cause
+    assert _server_processes(8063) == []
     noticed = [float(x) for x in re.findall(r"noticed (\d+\.\d+)s after it exited", out)]
     assert noticed, out[-2000:]
     print(f"\nREAL process exit -> failure noticed: {noticed[0]:.2f}s")
     assert noticed[0] < 2.0
+
+
+def test_preflight_refuses_an_unknown_flag_before_starting_anything(run_suite):
+    start = time.monotonic()
+    result = run_suite(HEALTH, "--profile=cpu_tiny_bad_flag", *PROFILE_DIRS)
+    assert result.ret == 1
+    out = result.stdout.str()
+    assert "preflight refused profile 'cpu_tiny_bad_flag' before starting anything" in out
+    assert "VF001" in out and "no-such-vllm-flag" in out
+    assert "starting, process backend" not in out
+    assert time.monotonic() - start < 30

@@ -48,6 +48,7 @@ def _dollar_escaped(value: Any) -> Any:
 
 
 def render_override(service: str, command: list[str], environment: dict[str, Any], labels: dict[str, str]) -> str:
+    """The compose file layered last: the service's command (vLLM's arguments), our labels, the profile's env."""
     body: dict[str, Any] = {"command": command, "labels": labels}
     if environment:
         body["environment"] = {k: str(v) for k, v in environment.items()}

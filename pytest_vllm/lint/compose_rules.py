@@ -326,10 +326,10 @@ def _vllm_port(service: Service, target: ComposeTarget,
                                  "the API cannot be reached from the host", f"add ports: [\"{port}:{port}\"]")]
 
 
-def _published(ports: list[Any]) -> list[tuple[int | None, int]]:
+def _published(ports: list[Any] | Any) -> list[tuple[int | None, int]]:
     """(host port or None, container port) for each published port; ranges are skipped."""
     out: list[tuple[int | None, int]] = []
-    for port in ports:
+    for port in ports if isinstance(ports, list) else [ports]:  # `ports: 8000` is a scalar
         if isinstance(port, dict):
             host, container = port.get("published"), port.get("target")
         else:
