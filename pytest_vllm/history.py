@@ -63,6 +63,7 @@ class Record:
     profile: str
     measurement: str
     samples: list[float]
+    regressed: bool
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,17 @@ class StoredRun:
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def number(self) -> str:
+        """pytest-benchmark's counter in the file name (0007), how `--benchmark-compare=0007` names it."""
+        return self.path.name.split("_", 1)[0]
+
+    @property
+    def regressed(self) -> bool:
+        return regression.failed_gate(self.info)
+
+    @property
     def label(self) -> str:
-        number = self.path.name.split("_", 1)[0]
-        return f"{number} ({self.saved[:16].replace('T', ' ')} UTC, run {self.run_id})"
+        return f"{self.number} ({self.saved[:16].replace('T', ' ')} UTC, run {self.run_id})"
 
     def as_baseline(self) -> regression.BaselineRun:
         return regression.BaselineRun(self.label, self.samples, self.info)
@@ -164,7 +173,7 @@ class TtftRecorder:
         if bench is not None:
             bench.extra_info.update(info)
         self.config.stash.setdefault(RECORDS, []).append(
-            Record(self.key, self.profile.name, measurement, list(result.rounds_s)))
+            Record(self.key, self.profile.name, measurement, list(result.rounds_s), verdict.failed))
         self.config.stash[REPORT].add_measurement(self.profile.name, measurement,
                                                   {**result.as_dict(), "regression": verdict.as_dict()})
         if verdict.failed:
@@ -261,7 +270,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         stored = {m: [] if root is None else [s for s in load_runs(root, key, m) if s.run_id != run_id]
                   for m in measurements}
         path = reports_dir / f"ttft_history_{mine[0].profile}.png"
-        plot.ttft_history(key, stored, measurements, run_id, path)
+        plot.ttft_history(key, stored, measurements, run_id, any(r.regressed for r in mine), path)
         config.stash[REPORT].add_measurement(mine[0].profile, "ttft_history_plot", {"path": str(path)})
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 MAX_RUNS = 30  # the latest runs shown; older ones would make the x labels unreadable
 COLORS = {"ttft_miss": "#c0392b", "ttft_hit": "#2471a3"}
 LABELS = {"ttft_miss": "MISS (cold prefix)", "ttft_hit": "HIT (cached prefix)"}
+OFFSET = {"ttft_miss": -0.06, "ttft_hit": 0.06}  # side by side, so their bars never hide each other
 
 
 class Run(Protocol):
@@ -25,19 +26,28 @@ class Run(Protocol):
     run_id: str
     samples: list[float]
 
+    @property
+    def number(self) -> str: ...
+
+    @property
+    def regressed(self) -> bool: ...
+
 
 def ttft_history(title: str, stored: Mapping[str, Sequence[Run]], current: Mapping[str, list[float]],
-                 current_run_id: str, path: Path) -> Path:
-    """Plot `workload/ttft_miss|ttft_hit` measurements: stored runs (oldest first) then this run."""
+                 current_run_id: str, current_regressed: bool, path: Path) -> Path:
+    """Plot `workload/ttft_miss|ttft_hit` measurements: stored runs (oldest first) then this run. Runs that
+    failed the regression gate are labelled so; they are not baselines."""
     import matplotlib
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
 
     runs = _run_order(stored)[-(MAX_RUNS - 1):]
-    columns = [*(run_id for _, run_id in runs), current_run_id]
-    x_labels = [*(f"{saved[5:16].replace('T', ' ')}\n{run_id}" for saved, run_id in runs),
+    columns = [*(run.run_id for run in runs), current_run_id]
+    x_labels = [*(f"{run.number} {run.saved[5:16].replace('T', ' ')}\n{run.run_id}" for run in runs),
                 f"this run\n{current_run_id}"]
+    flags = [*(_regressed(stored, run.run_id) for run in runs), current_regressed]
+    x_labels = [label + ("\nREGRESSED" if flag else "") for label, flag in zip(x_labels, flags, strict=True)]
     workloads = list(dict.fromkeys(m.split("/", 1)[0] for m in [*stored, *current]))
     fig, axes = plt.subplots(len(workloads), 1, figsize=(max(7.0, 0.9 * len(columns) + 3), 3.6 * len(workloads)),
                              squeeze=False)
@@ -55,6 +65,8 @@ def ttft_history(title: str, stored: Mapping[str, Sequence[Run]], current: Mappi
             _draw(ax, points, kind)
         _annotate_ratio(ax, medians)
         ax.set_yscale("log")
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high * 1.8)  # headroom for the ×N labels above the MISS points
         ax.yaxis.set_major_formatter(FuncFormatter(_plain))
         ax.yaxis.set_minor_formatter(FuncFormatter(_plain))
         ax.set_title(f"{workload}", loc="left", fontsize=10)
@@ -72,13 +84,20 @@ def ttft_history(title: str, stored: Mapping[str, Sequence[Run]], current: Mappi
     return path
 
 
-def _run_order(stored: Mapping[str, Sequence[Run]]) -> list[tuple[str, str]]:
-    seen = {(r.saved, r.run_id) for runs in stored.values() for r in runs}
-    return sorted(seen)
+def _run_order(stored: Mapping[str, Sequence[Run]]) -> list[Run]:
+    """One entry per stored run (any of its measurements), oldest first."""
+    by_id = {r.run_id: r for runs in stored.values() for r in runs}
+    return sorted(by_id.values(), key=lambda r: (r.saved, r.run_id))
+
+
+def _regressed(stored: Mapping[str, Sequence[Run]], run_id: str) -> bool:
+    return any(r.regressed for runs in stored.values() for r in runs if r.run_id == run_id)
 
 
 def _draw(ax: Axes, points: dict[int, Summary], kind: str) -> None:
-    xs = sorted(points)
+    shift = OFFSET[kind]
+    xs = [i + shift for i in sorted(points)]
+    points = {i + shift: s for i, s in points.items()}
     med = [points[i].median * 1000 for i in xs]
     color = COLORS[kind]
     ax.vlines(xs, [points[i].min * 1000 for i in xs], [points[i].max * 1000 for i in xs], color=color, lw=1,

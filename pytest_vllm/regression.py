@@ -43,7 +43,7 @@ class BaselineRun:
 
     @property
     def regressed(self) -> bool:
-        return (self.info.get("regression") or {}).get("status") == "regressed"
+        return failed_gate(self.info)
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,11 @@ class Verdict:
                 "ratio": None if c is None else round(c.ratio, 4),
                 "interval": None if c is None else [round(c.low, 4), round(c.high, 4)],
                 "confidence": None if c is None else c.confidence, "message": self.message}
+
+
+def failed_gate(info: dict[str, Any]) -> bool:
+    """Whether a stored run (its extra_info) failed the gate: such a run is never a baseline."""
+    return (info.get("regression") or {}).get("status") == "regressed"
 
 
 def pick_baseline(runs: Sequence[BaselineRun], count: int = 1) -> list[BaselineRun]:

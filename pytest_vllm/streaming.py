@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,28 +98,48 @@ def consume_chunk(result: StreamResult, chunk: dict[str, Any], at: float) -> Non
 
 def stream_chat(client: httpx.Client, url: str, payload: dict[str, Any], headers: dict[str, str],
                 timeout: float) -> StreamResult:
-    """POST a streamed chat completion and time it. Non-200 answers come back with error_body set."""
+    """POST a streamed chat completion and time it. Non-200 answers come back with error_body set.
+
+    The clock starts when httpcore begins writing the request to the socket (its trace event), so JSON
+    encoding and connection-pool bookkeeping are not counted; a transport without that event falls back
+    to the moment before `send`. Each SSE line is stamped when its bytes arrive, before it is decoded.
+    """
     body = {**payload, "stream": True}
     body.setdefault("stream_options", {"include_usage": True})
-    # Encoded before the clock starts: a 3k-token prompt's JSON costs ~0.3 ms that is no server latency.
-    request = client.build_request("POST", url, json=body, headers=headers, timeout=timeout)
-    start = time.perf_counter()
+    sent: list[float] = []
+
+    def trace(event: str, info: dict[str, Any]) -> None:
+        if event.endswith("send_request_headers.started") and not sent:
+            sent.append(time.perf_counter())
+
+    request = client.build_request("POST", url, json=body, headers=headers, timeout=timeout,
+                                   extensions={"trace": trace})
+    before_send = time.perf_counter()
     response = client.send(request, stream=True)
+    start = sent[0] if sent else before_send
     try:
         result = StreamResult(status=response.status_code)
         if response.status_code != 200:
             result.error_body = response.read().decode("utf-8", errors="replace")
             result.e2e_s = time.perf_counter() - start
             return result
-        for line in response.iter_lines():
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
+        for data, at in _sse_data(response, start):
             if data == "[DONE]":
                 break
-            now = time.perf_counter() - start
-            consume_chunk(result, json.loads(data), now)
+            consume_chunk(result, json.loads(data), at)
     finally:
         response.close()
     result.e2e_s = time.perf_counter() - start
     return result
+
+
+def _sse_data(response: httpx.Response, start: float) -> Iterator[tuple[str, float]]:
+    """The `data:` payloads of an SSE stream, each with the time (since start) its bytes arrived."""
+    pending = b""
+    for block in response.iter_bytes():
+        at = time.perf_counter() - start
+        *lines, pending = (pending + block).split(b"\n")
+        for line in lines:
+            line = line.strip()
+            if line.startswith(b"data:"):
+                yield line[5:].strip().decode("utf-8"), at

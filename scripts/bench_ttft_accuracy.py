@@ -5,8 +5,9 @@ per request, and compares what `pytest_vllm.streaming` measured with that ground
 
 The emulator runs in its own process (as a server does: no shared interpreter lock with the client).
 Prompts of several sizes, each sent cold (MISS) then again (HIT); the emulated model thinks first, so the
-first text is a reasoning delta. Printed: median / p90 / max absolute error of our TTFT, and the error a
-client makes that waits for the first *content* delta (the trap of tools that ignore reasoning).
+first text is a reasoning delta. Printed: median / p90 / max absolute error of our TTFT; the floor of the
+instrument itself (a bare-socket client on the same emulator); and the error a client makes that waits
+for the first *content* delta (the trap of tools that ignore reasoning).
 Target: median absolute error <= 1 ms. Exit status 1 when it is missed.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -74,6 +76,24 @@ def first_content_s(result: StreamResult) -> float | None:
     return None
 
 
+def raw_socket_ttft(url: str, model: str, messages: list[dict]) -> float:
+    """The instrument's floor: a bare socket client (no HTTP library), stamping the first reasoning bytes."""
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps({"model": model, "messages": messages, "max_tokens": 24, "stream": True}).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    with socket.create_connection((host, int(port))) as sock:
+        start = time.perf_counter()
+        sock.sendall(head + body)
+        seen = b""
+        while b'"reasoning"' not in seen and b'"content": "' not in seen.split(b'"role"', 1)[-1]:
+            block = sock.recv(65536)
+            if not block:
+                raise RuntimeError("the emulator closed the stream before the first token")
+            seen += block
+        return time.perf_counter() - start
+
+
 def client_model(url: str) -> str:
     return httpx.get(url + "/v1/models", timeout=5).json()["data"][0]["id"]
 
@@ -91,6 +111,7 @@ def main() -> int:
     args = parser.parse_args()
     errors: dict[str, list[float]] = {"miss": [], "hit": []}
     trap: list[float] = []
+    floor: list[float] = []
     injected_ms: list[float] = []
     with emulator_process(args.noise_cv) as url:
         client = VllmClient(url, None, client_model(url), timeout=30)
@@ -108,6 +129,9 @@ def main() -> int:
                 if content_at is not None and result.reasoning:
                     trap.append(content_at - truth)
                 i += 1
+            messages[0]["content"] = f"Session {salt()}. " + filler(words, seed=i)  # cold again, for the floor
+            ttft = raw_socket_ttft(url, client.model, messages)
+            floor.append(ttft - client.get("/emulator/last").json()["ttft_ms"] / 1000)
         client.close()
     everything = errors["miss"] + errors["hit"]
     print(f"TTFT accuracy against the emulator's injected TTFT ({len(everything)} streamed requests, injected "
@@ -117,6 +141,9 @@ def main() -> int:
     print(f"  our TTFT, all:                                     {stats_ms(everything)}")
     signed = statistics.median(everything) * 1000
     print(f"  signed median error {signed:+.3f} ms (positive: HTTP and parsing time the client sees on top)")
+    print(f"  instrument floor (bare socket client, no HTTP library): {stats_ms(floor)}")
+    print(f"  => our client's own share: {(statistics.median(everything) - statistics.median(floor)) * 1000:+.3f} ms "
+          "over the floor (the rest is the emulator parsing the request before its clock starts, and its sleeps)")
     if trap:
         print(f"  a client waiting for the first CONTENT delta:      {stats_ms(trap)}  <- wrong when reasoning "
               "comes first")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import xml.etree.ElementTree as ET
 
@@ -53,18 +54,20 @@ def _profile(dir_, file_name, base_ms, prefill_ms):
         "deployment": {"backend": "emulator", "port": 0, "emulator": {"latency": {
             "base_ms": base_ms, "prefill_ms_per_token": prefill_ms, "decode_ms_per_token": 0.5, "noise_cv": 0.03}}},
         "model": {"served_name": "emu-kv"},
-        "thresholds": {"kv_cache_acceleration_min": 3.0, "kv_rounds": 5},
+        "thresholds": {"kv_cache_acceleration_min": 3.0, "kv_rounds": 8},
         "timeouts": {"health": 20, "test": 60}}))
     return str(path)
 
 
 def test_two_runs_are_comparable_and_a_slower_run_fails_the_named_test(run_suite, tmp_path):
-    fast = _profile(tmp_path, "fast.yml", base_ms=20, prefill_ms=0.05)
-    slow = _profile(tmp_path, "slow.yml", base_ms=32, prefill_ms=0.08)
+    fast = _profile(tmp_path, "fast.yml", base_ms=40, prefill_ms=0.05)
+    slow = _profile(tmp_path, "slow.yml", base_ms=80, prefill_ms=0.1)  # x2: far beyond any load spike here
     reports = tmp_path / "reports"
-    first = run_suite(KV_SUITE, f"--profile={fast}", "-k", "long_prefix", timeout=300)
+    # A wide tolerance: the fast runs share this machine with other work and must not fail on its spikes.
+    run = functools.partial(run_suite, KV_SUITE, "-k", "long_prefix", "--regression-tolerance=0.3", timeout=300)
+    first = run(f"--profile={fast}")
     first.assert_outcomes(passed=4)
-    second = run_suite(KV_SUITE, f"--profile={fast}", "-k", "long_prefix", timeout=300)
+    second = run(f"--profile={fast}")
     second.assert_outcomes(passed=4)
 
     saved = sorted((reports / "benchmarks").glob("*/*.json"))
@@ -73,7 +76,7 @@ def test_two_runs_are_comparable_and_a_slower_run_fails_the_named_test(run_suite
     by_measurement = {b["extra_info"]["measurement"]: b for b in latest["benchmarks"]}
     assert set(by_measurement) == {"long_prefix/ttft_miss", "long_prefix/ttft_hit"}
     miss = by_measurement["long_prefix/ttft_miss"]
-    assert len(miss["stats"]["data"]) == 5, "raw samples are kept"
+    assert len(miss["stats"]["data"]) == 8, "raw samples are kept"
     assert miss["options"]["timer"] == "ttft_clock"
     info = miss["extra_info"]
     assert info["history_key"] == "emu_kv@emulator:emu-kv" and info["profile"] == "emu_kv"
@@ -85,7 +88,7 @@ def test_two_runs_are_comparable_and_a_slower_run_fails_the_named_test(run_suite
     assert (reports / "ttft_history_emu_kv.png").stat().st_size > 10_000
 
     junit = tmp_path / "junit.xml"
-    third = run_suite(KV_SUITE, f"--profile={slow}", "-k", "long_prefix", f"--junitxml={junit}", timeout=300)
+    third = run(f"--profile={slow}", f"--junitxml={junit}")
     third.assert_outcomes(passed=2, failed=2)
     out = third.stdout.str()
     assert "long_prefix/ttft_miss regressed: median" in out and "in runs 0001 (" in out and "(pooled)" in out
@@ -97,7 +100,7 @@ def test_two_runs_are_comparable_and_a_slower_run_fails_the_named_test(run_suite
     assert "regressed" in message and "interval" in message and "tolerance" in message
 
     # The regressed run is kept but is not a baseline: the next fast run is compared with 0001 and 0002 only.
-    fourth = run_suite(KV_SUITE, f"--profile={fast}", "-k", "long_prefix", timeout=300)
+    fourth = run(f"--profile={fast}")
     fourth.assert_outcomes(passed=4)
     last = json.loads(sorted((reports / "benchmarks").glob("*/*.json"))[-1].read_text())
     baseline = last["benchmarks"][0]["extra_info"]["regression"]["baseline"]
