@@ -163,7 +163,7 @@ def deployed(profile: Profile, settings: RunSettings) -> Iterator[Deployment]:
     label = f"{profile.name} ({backend.name})"
     t0 = time.monotonic()
     try:
-        if not backend.attached:
+        if not backend.attached and backend.name != "external":  # lint what we start, not what runs already
             preflight(profile, api_key, settings)
             settings.progress(f"[vllm] {label}: starting, {backend.describe()}")
             backend.start()

@@ -272,7 +272,7 @@ class Series:
         for request in self.workload.priming(self.cache):
             self._send(request)
         self._run(self._plan(), record=False)
-        self._before = MetricsSnapshot.take(self.client)
+        self._before = self._quiet_snapshot()
         self._rounds_s, self._prompt_tokens, self._window_ttft = [], [], []
 
     def setup(self) -> tuple[tuple[list[Request]], dict[str, Any]]:
@@ -325,6 +325,18 @@ class Series:
                 f"{self.name}: the stream carried no content or reasoning text in {MAX_TOKENS} tokens "
                 f"(finish_reason {result.finish_reason!r}), so there is no first token to time")
         return result.ttft_s, int((result.usage or {}).get("prompt_tokens") or 0)
+
+    def _quiet_snapshot(self) -> MetricsSnapshot | None:
+        """A snapshot once the unmeasured requests are counted too (the server's stats trail the stream)."""
+        deadline = time.monotonic() + METRICS_SETTLE_S
+        last = MetricsSnapshot.take(self.client)
+        while last is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = MetricsSnapshot.take(self.client)
+            if now == last:
+                break
+            last = now
+        return last
 
     def _settled_metrics(self) -> MetricsDelta | None:
         """The delta once the server has counted every request of the window (its stats trail the stream)."""

@@ -39,8 +39,21 @@ def test_protocol_checks_pass_and_the_rest_is_skipped_with_the_reason(run_suite,
 
 
 def test_tool_suite_names_the_flags_when_vllm_has_no_tool_parser(run_suite, tmp_path):
+    from pytest_vllm.backends.base import RunSettings
+    from pytest_vllm.deployment import deployed
+    from pytest_vllm.profile import load_profile
+
     profile = _profile(tmp_path, **{"enable-auto-tool-choice": None, "tool-call-parser": None})
-    result = run_suite(SUITE_FILES[1], f"--profile={profile}")
+    # Preflight refuses to start a deployment that claims tools without the flags (lint rule VP002)...
+    refused = run_suite(SUITE_FILES[1], f"--profile={profile}").stdout.str()
+    assert "preflight refused" in refused and "VP002" in refused
+    # ...but one already running that way (what --base-url points at) must fail with the flags to add.
+    bare = tmp_path / "bare.yml"
+    bare.write_text(yaml.safe_dump({"extends": str(profile), "capabilities": {"tool_parser": None}}))
+    settings = RunSettings(reports_dir=tmp_path / "server", api_key="k" * 40, progress=lambda line: None)
+    with deployed(load_profile(str(bare), [PROFILES]), settings) as server:
+        result = run_suite(SUITE_FILES[1], f"--profile={profile}", f"--base-url={server.base_url}",
+                           f"--api-key={server.api_key}")
     out = result.stdout.str()
     assert "add --enable-auto-tool-choice --tool-call-parser hermes" in out
     assert "tool_choice=\"required\" requires --tool-call-parser to be set" in out  # vLLM's own words, quoted
