@@ -301,8 +301,10 @@ class ResultRecorder:
             return
         outcome = report.outcome if report.when == "call" else ("error" if report.failed else "skipped")
         message = ""
-        if report.failed:
-            message = str(report.longrepr)[-2000:] if report.longrepr else ""
+        if report.failed:  # the assertion's own words (pytest's "E " lines), not the traceback
+            text = report.longreprtext
+            said = [line[1:].strip() for line in text.splitlines() if line.startswith("E ")]
+            message = "\n".join(said[:20]) if said else text[-2000:]
         elif report.skipped and isinstance(report.longrepr, tuple):
             message = report.longrepr[2]
         profile = self.config.stash[ITEM_PROFILE].get(report.nodeid)
