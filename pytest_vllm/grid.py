@@ -229,7 +229,7 @@ class GridRecorder:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         for item in session.items:
-            name = _item_profile(item)
+            name = self._profile_of(item.nodeid)
             if name:
                 self.expected[name] = self.expected.get(name, 0) + 1
 
@@ -261,7 +261,3 @@ class GridRecorder:
         terminalreporter.write_line(md.read_text(encoding="utf-8").split("\n\n![grid]")[0])
         terminalreporter.write_line(f"grid report: {md} (+ .json, .png); state: {self.state.path}")
 
-
-def _item_profile(item: pytest.Item) -> str | None:
-    callspec = getattr(item, "callspec", None)
-    return callspec.params.get("vllm_profile") if callspec else None
