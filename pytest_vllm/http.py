@@ -7,6 +7,7 @@ SDK get one from `Deployment.openai()`.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -26,7 +27,6 @@ class ApiError(VllmTestError):
 
 def error_message(body: str) -> str:
     try:
-        import json
         data = json.loads(body)
         err = data.get("error", data)
         return str(err.get("message", err) if isinstance(err, dict) else err)
