@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from ..profile import Profile
+from ..profile import Profile, render_flags
+from ..tiny_model import ensure_tiny_model
 
 Progress = Callable[[str], None]
 
@@ -92,3 +93,16 @@ def read_tail(path: Path | None, lines: int) -> list[str]:
         fh.seek(max(0, size - 256 * 1024))
         text = fh.read().decode("utf-8", errors="replace")
     return [line.rstrip("\r") for line in text.splitlines() if line.strip()][-lines:]
+
+
+def model_path(value: str) -> str:
+    """What --model gets: '@tiny' is the tiny model built offline, anything else as written."""
+    return str(ensure_tiny_model()) if value == "@tiny" else value
+
+
+def server_args(profile: Profile, host: str, port: int) -> list[str]:
+    """vLLM's command-line arguments for a profile, whichever backend runs it: model, name, where to
+    listen, then the profile's flags and raw extra arguments."""
+    return ["--model", model_path(profile.model["path"]), "--served-model-name", profile.served_name,
+            "--host", host, "--port", str(port), *render_flags(profile.server),
+            *profile.deployment.get("extra_args", [])]

@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DeploymentError, PreflightError, ServerExited
-from ..profile import render_flags
 from ..waiting import HttpHealth
-from .base import Backend, read_tail
+from .base import Backend, model_path, read_tail, server_args
 from .compose_config import ServiceSpec, render_env_file, render_override
 from .compose_conflicts import (
     PORT_LABEL,
@@ -45,7 +44,7 @@ from .compose_conflicts import (
     find_conflicts,
 )
 from .compose_image import CPU_IMAGE
-from .process import model_path, port_in_use
+from .process import port_in_use
 
 DOWN_TIMEOUT_S = 10
 ENGINE_TIMEOUT_S = 10
@@ -245,8 +244,7 @@ class ComposeBackend(Backend):
                 f"service '{self.service}' publishes no host port {d['port']} (published: "
                 f"{', '.join(map(str, spec.published)) or 'none'}).\n  fix: add `ports: [\"127.0.0.1:{d['port']}:"
                 f"{d['port']}\"]` to the service, use network_mode: host, or set deployment.port in {p.path}")
-        return ["--model", model_path(p.model["path"]), "--served-model-name", p.served_name,
-                "--host", host, "--port", str(port), *render_flags(p.server), *d.get("extra_args", [])]
+        return server_args(p, host, port)
 
     # -- preflight -----------------------------------------------------------------------------------------
     def _preflight(self, client: Any, spec: ServiceSpec) -> None:

@@ -16,9 +16,7 @@ import threading
 import time
 
 from ..errors import PreflightError, ServerExited
-from ..profile import render_flags
-from ..tiny_model import ensure_tiny_model
-from .base import Backend, read_tail
+from .base import Backend, read_tail, server_args
 
 STOP_GRACE_S = 15.0
 
@@ -33,24 +31,15 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def model_path(value: str) -> str:
-    return str(ensure_tiny_model()) if value == "@tiny" else value
-
-
 class ProcessBackend(Backend):
     name = "process"
     proc: subprocess.Popen[bytes] | None = None
     _exited_at: float = 0.0
 
     def command(self) -> list[str]:
-        p = self.profile
-        return [
-            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-            "--model", model_path(p.model["path"]),
-            "--served-model-name", p.served_name,
-            "--host", p.deployment["host"], "--port", str(p.deployment["port"]),
-            *render_flags(p.server), *p.deployment.get("extra_args", []),
-        ]
+        d = self.profile.deployment
+        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+                *server_args(self.profile, d["host"], d["port"])]
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
