@@ -128,8 +128,8 @@ def _sdk_reading() -> Iterator[None]:
         raise CutAtMaxTokens("the answer was cut at max_tokens (finish_reason=length) before it was complete: "
                              "the OpenAI SDK's stream helper refuses to parse it (LengthFinishReasonError)") from None
     except json.JSONDecodeError as exc:
-        raise SdkRejected(f"the OpenAI SDK could not parse the tool-call arguments as JSON (JSONDecodeError: "
-                          f"{exc}): the arguments are not valid JSON") from None
+        raise SdkRejected(f"the OpenAI SDK could not parse JSON in the streamed answer (JSONDecodeError: {exc}): "
+                          "a chunk or the tool-call arguments are not valid JSON") from None
     except (RuntimeError, TypeError, ValueError, KeyError, IndexError) as exc:
         raise SdkRejected(f"the OpenAI SDK (openai {openai.__version__}) could not read the streamed answer: "
                           f"{type(exc).__name__}: {exc}. Every application using the official client's stream "
