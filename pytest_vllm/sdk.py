@@ -34,6 +34,7 @@ REASONING_FIELDS = ("reasoning", "reasoning_content")  # vLLM > 0.11 and <= 0.11
 CHAT_PATH = "/v1/chat/completions"
 
 
+
 class SdkRejected(VllmTestError):
     """The OpenAI SDK could not read the server's answer: applications built on the SDK break on it."""
 
@@ -111,7 +112,7 @@ class OpenAIChat:
         except openai.APITimeoutError:
             raise ServerGone(f"{self.base_url} did not answer within {self.client.timeout}s (the profile's "
                              "timeouts.request): the server hangs or is overloaded; look at its log") from None
-        except (openai.APIConnectionError, httpx.TransportError) as exc:  # httpx's own: a stream cut mid-way
+        except (openai.APIConnectionError, httpx.TransportError) as exc:  # openai < 3 lets httpx's cut streams through
             cause = exc.__cause__ or exc
             raise ServerGone(f"{self.base_url} stopped answering ({type(cause).__name__}: {cause}): the server may "
                              "have crashed or restarted; look at its log (reports/runs/.../logs)") from None

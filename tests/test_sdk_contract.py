@@ -152,3 +152,31 @@ def test_client_errors_become_operator_errors(tmp_path):
     with pytest.raises(ServerGone, match="stopped answering"):
         gone.create([{"role": "user", "content": "hi"}])
     assert isinstance(gone.client, openai.OpenAI) and gone.client.max_retries == 0
+
+
+def test_a_stream_cut_mid_way_says_the_server_stopped_answering():
+    """A stream that breaks after its 200 start is the server gone, not an SDK traceback."""
+    import socket
+    import threading
+
+    from pytest_vllm.http import ServerGone
+    listener = socket.create_server(("127.0.0.1", 0))
+    first = ChatCompletionChunk(id="c", object="chat.completion.chunk", created=0, model="m",
+                                choices=[{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}])
+
+    def serve_half_a_stream() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            body = f"data: {first.model_dump_json()}\n\n".encode()
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                         + f"{len(body):x}\r\n".encode() + body + b"\r\n")  # then the connection drops
+
+    threading.Thread(target=serve_half_a_stream, daemon=True).start()
+    chat = OpenAIChat(client_for(f"http://127.0.0.1:{listener.getsockname()[1]}", KEY, 10.0), "m")
+    try:
+        with pytest.raises(ServerGone, match="stopped answering"):
+            chat.stream([{"role": "user", "content": "hi"}])
+    finally:
+        listener.close()
+
