@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="memory of each GPU, e.g. 24GiB, 24GB, 24 (GiB) (replaces hardware.gpu_memory_gib)")
     parser.add_argument("--rootdir", type=Path, default=Path.cwd(), help="project folder holding profiles/ "
                         "(default: the current folder)")
+    parser.add_argument("--vllm-version", metavar="X.Y.Z", help="judge vLLM flags against this release "
+                        "(default: the image tag or build context pin, the installed vLLM for the process backend)")
     parser.add_argument("--quiet", "-q", action="store_true", help="hide info findings")
     parser.add_argument("--list-rules", action="store_true", help="print every rule id and exit")
     return parser
@@ -67,7 +69,7 @@ def main(argv: list[str], extra_rules: Sequence[ProfileRule] | None = None) -> i
     status = EXIT_CLEAN
     for target in args.targets:
         try:
-            findings = lint_target(target, dirs, args.env_file, extra_rules, hardware)
+            findings = lint_target(target, dirs, args.env_file, extra_rules, hardware, args.vllm_version)
         except VllmTestError as exc:
             print(f"{target}: cannot lint: {exc}", file=sys.stderr)
             status = EXIT_UNUSABLE

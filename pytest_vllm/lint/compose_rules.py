@@ -18,13 +18,14 @@ from typing import Any
 
 from ..errors import PreflightError
 from ..profile import Profile
-from . import vllm_flags
 from .apikey_rules import api_key_findings, environment
 from .composefile import EnvFile, LintInputError, as_argv, compose_config, interpolate, load_yaml, read_env_file
 from .consistency import as_int, check_context, check_quantization, last_values, parallelism
 from .findings import RULES, Finding, Severity
 from .flags import check_flags, split_argv
+from .flagspec import tabled_versions
 from .profile_rules import IMPLICIT_DEFAULTS, profile_flag_uses
+from .versions import choose
 
 VLLM_DEFAULT_PORT = 8000
 RUN_VARIABLE_PREFIX = "PYTEST_VLLM_"  # written by the compose backend into each run's env file
@@ -40,6 +41,7 @@ class ComposeTarget:
     service: str | None = None
     profile: Profile | None = None
     api_key: str | None = None  # the key the run will hand over, when the caller already knows it
+    vllm_version: str | None = None  # judge flags against this release instead of the image's (--vllm-version)
 
 
 @dataclass
@@ -184,9 +186,11 @@ def _check_vllm_service(service: Service, target: ComposeTarget) -> list[Finding
     parsed = vllm_argv(service)
     if parsed is not None:
         args, raw_args, offset = parsed
+        version = choose(target.vllm_version, image=str(service.data.get("image") or "") or None,
+                         build=service.data.get("build"), base_dir=Path(service.file).parent)
         positional, uses = split_argv(args, lambda i: service.key(f"command[{i + offset}]") if offset >= 0
-                                      else service.key("entrypoint"))
-        findings += check_flags(uses, service.file, in_profile=False)
+                                      else service.key("entrypoint"), version)
+        findings += check_flags(uses, service.file, in_profile=False, version=version)
         values = last_values(uses)
         quant = values.get("quantization")
         findings += check_quantization(str(values.get("model") or positional or ""), None,
@@ -370,14 +374,7 @@ def _image(service: Service) -> Iterable[Finding]:
     if not tag or tag == "latest":
         yield RULES["VC014"](service.file, service.key("image"), f"'{image}' follows whatever vLLM is newest; flags "
                              "change between versions (the seeds went from 0.9.2 to 'latest')",
-                             f"pin a version, e.g. {name}:v{vllm_flags.VLLM_VERSION}")
-        return
-    version = re.fullmatch(r"v?(\d+\.\d+\.\d+)", tag)
-    if version and version.group(1) != vllm_flags.VLLM_VERSION:
-        yield RULES["VC014"](service.file, service.key("image"), f"the image runs vLLM {version.group(1)} but flags "
-                             f"were checked against vLLM {vllm_flags.VLLM_VERSION}",
-                             "regenerate the flag table with that vLLM installed: python -m "
-                             "pytest_vllm.lint.flagspec", severity=Severity.INFO)
+                             f"pin a version, e.g. {name}:v{tabled_versions()[-1]}")
 
 
 # docker compose config

@@ -49,7 +49,7 @@ class Rule:
 E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO  # noqa: E741 - table below reads better
 
 RULES: dict[str, Rule] = {r.id: r for r in (
-    # vLLM flags, checked against vLLM's own parser (flagspec.py)
+    # vLLM flags, checked against the parser of the vLLM release deployed (flagspec.py, versions.py)
     Rule("VF001", E, "unknown vLLM flag"),
     Rule("VF002", E, "value of a JSON flag is not JSON"),
     Rule("VF003", E, "value outside the flag's choices"),
@@ -61,6 +61,7 @@ RULES: dict[str, Rule] = {r.id: r for r in (
     Rule("VF009", E, "reasoning or tool-call parser vLLM does not have"),
     Rule("VF010", E, "unknown or deprecated quantization method"),
     Rule("VF011", E, "empty --api-key: vLLM then serves without authentication"),
+    Rule("VF012", I, "flag a later vLLM release removed (advice for the upgrade)"),
     # profile consistency
     Rule("VP001", E, "server flag that the profile sets elsewhere"),
     Rule("VP002", E, "capability claimed but not configured"),
