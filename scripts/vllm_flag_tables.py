@@ -16,6 +16,8 @@ dependencies are those of this environment. The tables land in pytest_vllm/lint/
 from __future__ import annotations
 
 import argparse
+import importlib.abc
+import importlib.machinery
 import json
 import os
 import re
@@ -23,6 +25,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import types
+import unittest.mock
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -86,6 +90,27 @@ def _tolerate_newer_transformers() -> None:
         cls.register = tolerant  # type: ignore[method-assign]
 
 
+# Dependencies some releases import at start-up that this environment lacks; stand-ins are enough to
+# build a parser (nothing they provide is called).
+STUBBED = {"diskcache", "gguf", "outlines"}
+
+
+class _StandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if name.partition(".")[0] in STUBBED:
+            return importlib.machinery.ModuleSpec(name, self, is_package=True)
+        return None
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        module = types.ModuleType(spec.name)
+        module.__path__ = []
+        module.__getattr__ = lambda attr: unittest.mock.MagicMock(name=f"{spec.name}.{attr}")  # type: ignore[method-assign]
+        return module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        pass
+
+
 def introspect() -> dict[str, object]:
     """The table of the vLLM importable here."""
     import importlib.metadata as metadata
@@ -96,8 +121,10 @@ def introspect() -> dict[str, object]:
         return "0.0.0+cpu" if name == "vllm" else real_version(name)
 
     metadata.version = version
+    sys.meta_path.append(_StandIn())  # last: only for what is really missing
     _tolerate_newer_transformers()
-    make_arg_parser = _first("vllm.entrypoints.launchers.cli_args:make_arg_parser",
+    make_arg_parser = _first("vllm.entrypoints.common.cli_args:make_arg_parser",  # 0.33
+                             "vllm.entrypoints.launchers.cli_args:make_arg_parser",
                              "vllm.entrypoints.openai.cli_args:make_arg_parser")
     parser_class = _first("vllm.utils.argparse_utils:FlexibleArgumentParser", "vllm.utils:FlexibleArgumentParser")
     parser = make_arg_parser(parser_class())  # type: ignore[operator]

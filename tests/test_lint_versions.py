@@ -41,6 +41,8 @@ def compose(tmp_path: Path, image: str, command: str) -> Path:
     ("vllm/vllm-openai:v0.11.0", "0.11.0"),
     ("vllm/vllm-openai:v0.11.0-cu128", "0.11.0"),
     ("docker.io/vllm/vllm-openai:0.9.2", "0.9.2"),
+    ("vllm/vllm-openai:v0.10.1.1", "0.10.1.1"),
+    ("vllm/vllm-openai:v0.8.5.post1", "0.8.5.post1"),
     ("rocm/vllm:rocm6.3.1_vllm_0.8.5_20250521", "0.8.5"),
     ("vllm/vllm-openai:latest", None),
     ("vllm/vllm-openai:nightly", None),
@@ -115,13 +117,13 @@ def test_flag_of_0_32_is_refused_on_0_6_with_the_release_that_brought_it():
     (finding,) = judge(argv, "0.6.6")
     assert (finding.rule, finding.severity) == ("VF001", Severity.ERROR)
     came = flagspec.added_in("structured-outputs-config")
-    assert f"came with vLLM {came}" in finding.message and f"vLLM {came}" in finding.fix
+    assert f"came with vLLM {came}" in finding.message and f"vLLM to {came}" in finding.fix
 
 
 def test_flag_removed_later_is_an_info_naming_the_release_and_the_new_way():
     (finding,) = judge(["--rope-scaling", '{"rope_type": "yarn", "factor": 4.0}'], "0.11.0")
     gone = flagspec.removed_after("rope-scaling", "0.11.0")
-    assert (finding.rule, finding.severity) == ("VF012", Severity.INFO)
+    assert (finding.rule, finding.severity) == ("VF013", Severity.INFO)
     assert f"vLLM {gone} removed it" in finding.message and "hf-overrides" in finding.fix
     assert finding.fix.startswith("when you upgrade")
 
@@ -160,7 +162,7 @@ def test_teams_v0_11_0_compose_file():
     mm = by_rule[("VF002", "services.medium-vl-qwen3")]
     assert "image:3,video:0" in mm.message and mm.fix.endswith("""'{"image": 3, "video": 0}'""")
     assert by_rule[("VF003", "services.medium-vl-qwen3")].fix == "use one of: data, weights"
-    upgrade = by_rule[("VF012", "services.medium-qwen3")]
+    upgrade = by_rule[("VF013", "services.medium-qwen3")]
     assert upgrade.severity is Severity.INFO and "hf-overrides" in upgrade.fix
     unset_key = [f for f in findings if "VLLM_API_KEY_MEDIUM" in f.message + f.key and f.blocking]
     assert unset_key, "\n".join(map(str, findings))

@@ -25,7 +25,7 @@ from .findings import RULES, Finding, Severity
 from .flags import check_flags, split_argv
 from .flagspec import tabled_versions
 from .profile_rules import IMPLICIT_DEFAULTS, profile_flag_uses
-from .versions import choose
+from .versions import for_service
 
 VLLM_DEFAULT_PORT = 8000
 RUN_VARIABLE_PREFIX = "PYTEST_VLLM_"  # written by the compose backend into each run's env file
@@ -186,8 +186,7 @@ def _check_vllm_service(service: Service, target: ComposeTarget) -> list[Finding
     parsed = vllm_argv(service)
     if parsed is not None:
         args, raw_args, offset = parsed
-        version = choose(target.vllm_version, image=str(service.data.get("image") or "") or None,
-                         build=service.data.get("build"), base_dir=Path(service.file).parent)
+        version = for_service(service.data, Path(service.file).parent, target.vllm_version)
         positional, uses = split_argv(args, lambda i: service.key(f"command[{i + offset}]") if offset >= 0
                                       else service.key("entrypoint"), version)
         findings += check_flags(uses, service.file, in_profile=False, version=version)

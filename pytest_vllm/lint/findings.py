@@ -61,7 +61,7 @@ RULES: dict[str, Rule] = {r.id: r for r in (
     Rule("VF009", E, "reasoning or tool-call parser vLLM does not have"),
     Rule("VF010", E, "unknown or deprecated quantization method"),
     Rule("VF011", E, "empty --api-key: vLLM then serves without authentication"),
-    Rule("VF012", I, "flag a later vLLM release removed (advice for the upgrade)"),
+    Rule("VF013", I, "flag deprecated, or removed by a later vLLM release (advice for the upgrade)"),
     # profile consistency
     Rule("VP001", E, "server flag that the profile sets elsewhere"),
     Rule("VP002", E, "capability claimed but not configured"),

@@ -19,20 +19,20 @@ from .versions import VersionChoice, choose
 
 # Flags that later vLLM releases removed, with what replaced them (each checked against the tables).
 RETIRED = {
-    "rope-scaling": 'removed from vLLM; write it as hf-overrides: {"rope_parameters": {"rope_type": "yarn", '
-                    '"factor": 4.0, "original_max_position_embeddings": 32768, "rope_theta": 1000000}} '
-                    '(vLLM docs, "Context Extension")',
-    "rope-theta": 'removed from vLLM; put rope_theta inside hf-overrides: {"rope_parameters": {...}}',
-    "task": "removed; use --runner pooling and --convert embed|classify|reward for non-generative models",
-    "enable-reasoning": "removed; --reasoning-parser alone turns reasoning output on",
-    "guided-decoding-backend": 'replaced by structured-outputs-config: {"backend": "xgrammar"}',
-    "disable-log-requests": "removed: requests are not logged by default (--enable-log-requests turns it on)",
-    "swap-space": "removed with the V0 engine; delete it",
-    "use-v2-block-manager": "removed with the V0 engine; delete it",
-    "num-scheduler-steps": "removed with the V0 engine; delete it",
-    "max-seq-len-to-capture": "removed; CUDA graph sizes are set with max-cudagraph-capture-size",
-    "preemption-mode": "removed with the V0 engine; delete it",
-    "device": "removed; vLLM detects the platform itself",
+    "rope-scaling": 'write it inside hf-overrides: {"rope_parameters": {"rope_type": "yarn", "factor": 4.0, '
+                    '"original_max_position_embeddings": 32768, "rope_theta": 1000000}} (vLLM docs, '
+                    '"Context Extension")',
+    "rope-theta": 'put rope_theta inside hf-overrides: {"rope_parameters": {...}}',
+    "task": "use --runner pooling and --convert embed|classify|reward for non-generative models",
+    "enable-reasoning": "delete it: --reasoning-parser alone turns reasoning output on",
+    "guided-decoding-backend": 'write structured-outputs-config: {"backend": "xgrammar"}',
+    "disable-log-requests": "delete it: requests are not logged by default (--enable-log-requests logs them)",
+    "swap-space": "delete it (it went with the V0 engine)",
+    "use-v2-block-manager": "delete it (it went with the V0 engine)",
+    "num-scheduler-steps": "delete it (it went with the V0 engine)",
+    "max-seq-len-to-capture": "set CUDA graph sizes with max-cudagraph-capture-size",
+    "preemption-mode": "delete it (it went with the V0 engine)",
+    "device": "delete it: vLLM detects the platform itself",
 }
 # JSON flags whose value must be an object (vLLM config dataclasses and keyword mappings).
 _OBJECT_SUFFIXES = ("-config", "-kwargs")
@@ -129,9 +129,12 @@ def check_flags(uses: list[FlagUse], file: str, *, in_profile: bool,
         spec = found.spec
         gone = removed_after(spec.name, version.version)
         if gone:
-            findings.append(RULES["VF012"](
-                file, use.key, f"--{spec.name} works here but vLLM {gone} removed it",
+            findings.append(RULES["VF013"](
+                file, use.key, f"--{spec.name} works in {version.describe()} but vLLM {gone} removed it",
                 f"when you upgrade: {RETIRED.get(spec.name, 'delete it, or use what its release notes name')}"))
+        elif spec.deprecated:
+            findings.append(RULES["VF013"](file, use.key, f"--{spec.name} is deprecated in {version.describe()}",
+                                           "see `vllm serve --help=all` for what replaces it"))
         if found.abbreviation_of:
             findings.append(RULES["VF007"](
                 file, use.key, f"'{use.written}' is accepted by argparse as an abbreviation of "
@@ -171,7 +174,7 @@ def _unknown(use: FlagUse, found: Lookup, file: str, in_profile: bool, version: 
         return RULES["VF001"](file, use.key, problem, f"{hint}see `vllm serve --help=all`, or remove it", severity)
     if version_key(first) > version_key(version.version):
         return RULES["VF001"](file, use.key, f"{problem} (it came with vLLM {first})",
-                              f"upgrade the image to vLLM {first} or later, or remove it", severity)
+                              f"upgrade vLLM to {first} or later, or remove it", severity)
     gone = removed_after(name, first)
     return RULES["VF001"](file, use.key, f"{problem} (vLLM {gone} removed it)",
                           RETIRED.get(name, "remove it, or use what that release's notes name instead"), severity)

@@ -73,7 +73,8 @@ class FlagTable:
     _cache: dict[str, Lookup] = field(default_factory=dict, compare=False, repr=False)
 
     def __contains__(self, name: str) -> bool:
-        return name in self.flags
+        """A long name this release accepts, as its own flag or as another's alias."""
+        return name in self.flags or f"--{name}" in self.aliases
 
     def lookup(self, written: str) -> Lookup:
         """`--gpu_memory_utilization`, `-tp`, `--no-x`, `--enable-prefix` (abbreviation) -> the flag."""

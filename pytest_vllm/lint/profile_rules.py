@@ -13,7 +13,7 @@ from .composefile import load_yaml
 from .consistency import check_context, check_quantization, last_values, parallelism, size
 from .findings import RULES, Finding, Severity
 from .flags import FlagUse, check_flags, split_argv
-from .versions import VersionChoice, choose
+from .versions import VersionChoice, choose, for_service
 
 # server flags the profile owns through other keys (the backends render them from there)
 MANAGED_FLAGS = {"model": "model.path", "served-model-name": "model.served_name", "host": "deployment.host",
@@ -38,7 +38,8 @@ def profile_version(profile: Profile, override: str | None = None) -> VersionCho
     if profile.backend != "compose":
         return choose(override, installed=True)
     d = profile.deployment
-    image, build, base = None, None, profile.path.parent
+    merged: dict[str, object] = {}  # the service across the compose files, a later file's keys winning
+    base = profile.path.parent
     for name in d["compose_files"] if isinstance(d["compose_files"], list) else [d["compose_files"]]:
         path = profile.relative(name)
         try:
@@ -46,9 +47,9 @@ def profile_version(profile: Profile, override: str | None = None) -> VersionCho
         except Exception:  # noqa: BLE001 - compose_rules reports unreadable compose files
             continue
         service = ((data or {}).get("services") or {}).get(d.get("service")) or {}
-        image, build = service.get("image", image), service.get("build", build)
+        merged.update(service)
         base = path.parent if "build" in service else base
-    return choose(override, image=str(image) if image else None, build=build, base_dir=base)
+    return for_service(merged, base, override)
 
 
 def check_profile(profile: Profile, vllm_version: str | None = None) -> list[Finding]:

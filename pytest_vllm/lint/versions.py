@@ -1,7 +1,8 @@
 """Which vLLM release a deployment runs, so that its flags are judged by that release's parser.
 
-    choose(override, image=..., build=..., base_dir=...)  -> VersionChoice for a compose service
-    choose(override, installed=True)                      -> VersionChoice for the process backend
+    for_service(service_mapping, compose_dir, override)  -> VersionChoice for a compose service
+    choose(override, installed=True)                     -> VersionChoice for the process backend
+    choose(override, image=..., build=..., base_dir=...) -> the general form of both
 
 Sources, first that answers: `--vllm-version` (override), a version pinned in the service's build
 context (Dockerfile `FROM` tag, `pip install vllm==X`, `vllm==X` in a requirements file), the image tag
@@ -22,7 +23,7 @@ from typing import Any
 
 from .flagspec import FlagTable, table, tabled_versions, version_key
 
-_RELEASE = r"(\d+\.\d+(?:\.\d+)?(?:\.post\d+)?)"
+_RELEASE = r"(\d+\.\d+(?:\.\d+){0,2}(?:\.post\d+)?)"
 _PIN = re.compile(r"\bvllm(?:-cpu)?(?:\[[^\]]*\])?\s*===?\s*v?" + _RELEASE)
 
 
@@ -66,6 +67,12 @@ def choose(override: str | None = None, *, image: str | None = None, build: Any 
             return _choice(found, where)
     what = f"image {image}" if image else "vLLM version unknown"
     return VersionChoice(table(tabled_versions()[-1]), f"newest table: {what}", exact=False)
+
+
+def for_service(service: Mapping[str, Any], compose_dir: Path, override: str | None = None) -> VersionChoice:
+    """The release a compose service (its interpolated mapping) runs: its `build:` pin, else its image tag."""
+    image = str(service.get("image") or "") or None
+    return choose(override, image=image, build=service.get("build"), base_dir=compose_dir)
 
 
 def from_image(image: str) -> str | None:
