@@ -1,6 +1,7 @@
 """Generate lint's vLLM flag tables from each release's own argument parser.
 
-    python scripts/vllm_flag_tables.py                     # latest patch of every minor from 0.6, + installed
+    python scripts/vllm_flag_tables.py                     # first and last release of every minor from 0.6,
+                                                           # a few patches (PATCHES), and the installed vLLM
     python scripts/vllm_flag_tables.py 0.11.0 0.9.2        # these releases only
     python scripts/vllm_flag_tables.py --installed         # the vLLM installed in this interpreter only
 
@@ -33,6 +34,7 @@ from typing import Any
 
 OUT = Path(__file__).resolve().parent.parent / "pytest_vllm" / "lint" / "flag_tables"
 OLDEST_MINOR = (0, 6)
+PATCHES = ("0.6.3.post1", "0.10.1.1", "0.11.1")  # patches many compose files pin, or the seeds' neighbours
 
 
 # --- child side: runs inside the release's sources ---------------------------------------------------
@@ -90,6 +92,17 @@ def _tolerate_newer_transformers() -> None:
         cls.register = tolerant  # type: ignore[method-assign]
 
 
+def _tolerate_newer_triton() -> None:
+    """0.6.x imports triton.runtime.cache.default_*_dir, which newer triton dropped."""
+    try:
+        from triton.runtime import cache
+    except ImportError:
+        return
+    for name in ("default_cache_dir", "default_dump_dir", "default_override_dir"):
+        if not hasattr(cache, name):
+            setattr(cache, name, tempfile.gettempdir)
+
+
 # Dependencies some releases import at start-up that this environment lacks; stand-ins are enough to
 # build a parser (nothing they provide is called).
 STUBBED = {"diskcache", "gguf", "outlines"}
@@ -123,6 +136,7 @@ def introspect() -> dict[str, object]:
     metadata.version = version
     sys.meta_path.append(_StandIn())  # last: only for what is really missing
     _tolerate_newer_transformers()
+    _tolerate_newer_triton()
     make_arg_parser = _first("vllm.entrypoints.common.cli_args:make_arg_parser",  # 0.33
                              "vllm.entrypoints.launchers.cli_args:make_arg_parser",
                              "vllm.entrypoints.openai.cli_args:make_arg_parser")
@@ -203,13 +217,23 @@ def released() -> list[str]:
 
 
 def default_versions(all_versions: list[str]) -> list[str]:
-    """The newest final patch of every minor release from 0.6 on."""
-    chosen: dict[tuple[int, int], str] = {}
-    for v in all_versions:  # newest first, so the first seen per minor is its latest patch
+    """The first and the last release of every minor from 0.6 on, and the patches in PATCHES.
+
+    Flags also change within a minor (0.11.0 has --rope-scaling, 0.11.2 no longer), so a pinned patch is
+    judged by the newest table not after it (versions.py), never by a later one.
+    """
+    from pytest_vllm.lint.flagspec import version_key  # here: the child never needs the package
+
+    chosen: set[str] = set(PATCHES)
+    minors: dict[tuple[int, int], list[str]] = {}
+    for v in all_versions:
         m = re.fullmatch(r"(\d+)\.(\d+)\.\d+(\.\d+)?(\.post\d+)?", v)
         if m and (int(m.group(1)), int(m.group(2))) >= OLDEST_MINOR:
-            chosen.setdefault((int(m.group(1)), int(m.group(2))), v)
-    return [chosen[k] for k in sorted(chosen)]
+            minors.setdefault((int(m.group(1)), int(m.group(2))), []).append(v)
+    for releases in minors.values():
+        releases.sort(key=version_key)
+        chosen |= {releases[0], releases[-1]}
+    return sorted(chosen, key=version_key)
 
 
 def sources_of(version: str, scratch: Path) -> Path:
@@ -248,7 +272,8 @@ def write(table: dict[str, object], label: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("versions", nargs="*", help="releases to table (default: latest patch of each minor)")
+    ap.add_argument("versions", nargs="*", help="releases to table (default: first and last of each minor, "
+                    "PATCHES)")
     ap.add_argument("--installed", action="store_true", help="only the vLLM installed here")
     ap.add_argument("--introspect", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()

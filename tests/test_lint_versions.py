@@ -185,10 +185,16 @@ def test_every_minor_release_from_0_6_has_a_table():
 
 
 def test_retired_hints_name_flags_that_really_went_away():
-    newest = flagspec.table(flagspec.tabled_versions()[-1])
     for name in flags.RETIRED:
-        assert flagspec.added_in(name) is not None, name
-        assert name not in newest, name
+        first = flagspec.added_in(name)
+        assert first is not None and flagspec.removed_after(name, first) is not None, name
+
+
+def test_alias_keeps_a_flag_alive():
+    """0.33 accepts --disable-log-requests again, as a second name of --enable-log-requests."""
+    assert flagspec.removed_after("disable-log-requests", "0.6.6.post1") is not None
+    newest = flagspec.table("0.33.0")
+    assert "disable-log-requests" in newest and newest.lookup("--disable-log-requests").spec is not None
 
 
 def generator() -> ModuleType:
