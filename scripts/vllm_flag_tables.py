@@ -10,8 +10,9 @@ Python files are extracted into a scratch directory, and a child interpreter wit
 on sys.path builds the parser `vllm serve` uses (`make_arg_parser(FlexibleArgumentParser())`) on the
 CPU platform, without a GPU, and dumps every option: names, on/off or valued, converter type, choices,
 nargs, deprecated. The compiled extensions are not extracted (vLLM only warns without them); the other
-dependencies are those of this environment. The tables land in pytest_vllm/lint/flag_tables/<version>.json
-(one flag per line, so releases diff readably); the package reads them (pytest_vllm/lint/flagspec.py).
+dependencies are those of this environment. Each table is added to (or replaces its release in)
+pytest_vllm/lint/flag_tables.json, stored as changes from the release before (pytest_vllm/lint/tablefile.py);
+the package reads it (pytest_vllm/lint/flagspec.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-OUT = Path(__file__).resolve().parent.parent / "pytest_vllm" / "lint" / "flag_tables"
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "pytest_vllm" / "lint" / "flag_tables.json"
 OLDEST_MINOR = (0, 6)
 PATCHES = ("0.6.3.post1", "0.10.1.1", "0.11.1")  # patches many compose files pin, or the seeds' neighbours
 
@@ -192,20 +194,6 @@ def introspect() -> dict[str, object]:
 
 # --- parent side ----------------------------------------------------------------------------------
 
-def render(table: dict[str, object]) -> str:
-    """Compact JSON, one flag per line, so that two releases' files diff flag by flag."""
-    lines = ["{"]
-    items = list(table.items())
-    for i, (key, value) in enumerate(items):
-        comma = "," if i < len(items) - 1 else ""
-        if isinstance(value, dict) and value:
-            inner = [f"  {json.dumps(k)}: {json.dumps(v, separators=(',', ':'))}" for k, v in value.items()]
-            lines.append(f"{json.dumps(key)}: {{\n" + ",\n".join(inner) + f"\n}}{comma}")
-        else:
-            lines.append(f"{json.dumps(key)}: {json.dumps(value, separators=(',', ':'))}{comma}")
-    return "\n".join(lines) + "\n}\n"
-
-
 def released() -> list[str]:
     """Every vLLM release on the package index, newest first (`pip index versions vllm`)."""
     out = subprocess.run([sys.executable, "-m", "pip", "index", "versions", "vllm"], capture_output=True,
@@ -263,11 +251,15 @@ def child(src: Path | None) -> dict[str, object]:
 
 
 def write(table: dict[str, object], label: str) -> None:
-    OUT.mkdir(exist_ok=True)
-    target = OUT / f"{table['version']}.json"
-    target.write_text(render(table), encoding="utf-8")
-    print(f"{label}: {len(table['flags'])} flags -> {target.relative_to(OUT.parent.parent.parent)}",  # type: ignore[arg-type]
-          flush=True)
+    """Add the release's table to the file (replacing an older table of the same release)."""
+    from pytest_vllm.lint import tablefile
+    from pytest_vllm.lint.flagspec import version_key
+
+    tables = {t["version"]: t for t in tablefile.decode(json.loads(OUT.read_text()))} if OUT.exists() else {}
+    tables[str(table["version"])] = table
+    ordered = [tables[v] for v in sorted(tables, key=version_key)]
+    OUT.write_text(tablefile.render(tablefile.encode(ordered)), encoding="utf-8")
+    print(f"{label}: {len(table['flags'])} flags -> {OUT.name} ({len(tables)} releases)", flush=True)  # type: ignore[arg-type]
 
 
 def main() -> int:
@@ -280,6 +272,7 @@ def main() -> int:
     if args.introspect:
         print(json.dumps(introspect()))
         return 0
+    sys.path.insert(0, str(REPO))  # this checkout's pytest_vllm (tablefile, version_key), not an installed one
     failed = []
     if not args.installed:
         for version in args.versions or default_versions(released()):

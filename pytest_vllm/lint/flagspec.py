@@ -1,14 +1,13 @@
 """vLLM's server flags for one release, as data: what lint checks names and values against.
 
-Each table in `flag_tables/<version>.json` was generated from that release's own parser (the one
-`vllm serve` builds) by `scripts/vllm_flag_tables.py`; importing vLLM to ask it would take ~10 s per
-preflight and could only ever answer for the installed release. Which table judges a deployment is
-decided by `versions.py`.
+Each release's table in `flag_tables.json` (layout: tablefile.py) was generated from that release's own
+parser (the one `vllm serve` builds) by `scripts/vllm_flag_tables.py`; importing vLLM to ask it would
+take ~10 s per preflight and could only ever answer for the installed release. Which table judges a
+deployment is decided by `versions.py`.
 
-A table file: {"version", "flags": {name: [type, choices, nargs, deprecated]}, "aliases": {alias: name},
-"tool_parsers", "reasoning_parsers", "quantization", "deprecated_quantization"} (a list, or null when
-that release had no such registry). `type` is "bool" (--x / --no-x), "switch" (--x only), or the name
-of the function argparse converts the value with ("int", "loads", "nullable_kvs", ...).
+A flag's `type` is "bool" (--x / --no-x), "switch" (--x only), or the name of the function argparse
+converts the value with ("int", "loads", "nullable_kvs", ...); registries are null when that release
+had none.
 """
 
 from __future__ import annotations
@@ -19,6 +18,9 @@ import json
 import re
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any
+
+from . import tablefile
 
 # kinds lint checks values by: bool, switch, str, int, float, size (1k, 2M), size-or-auto, json (must
 # parse as JSON), json-or-str (JSON when it starts with '{'), kvs (key=value,key=value), any (not checked).
@@ -26,7 +28,7 @@ _KIND_OF_TYPE = {"str": "str", "nullable_str": "str", "int": "int", "float": "fl
                  "parse_dataclass": "json", "from_json": "json", "union_dict_and_str": "json-or-str",
                  "human_readable_int": "size", "human_readable_int_or_auto": "size-or-auto",
                  "nullable_kvs": "kvs", "bool": "bool", "switch": "switch"}
-_TABLES = resources.files("pytest_vllm.lint") / "flag_tables"
+TABLE_FILE = resources.files("pytest_vllm.lint") / "flag_tables.json"
 
 
 @dataclass(frozen=True)
@@ -108,16 +110,20 @@ def version_key(version: str) -> tuple[int, ...]:
 
 
 @functools.cache
+def _tables() -> dict[str, dict[str, Any]]:
+    document = json.loads(TABLE_FILE.read_text(encoding="utf-8"))
+    return {t["version"]: t for t in tablefile.decode(document)}
+
+
 def tabled_versions() -> tuple[str, ...]:
     """Every release with a table, oldest first."""
-    names = [p.name.removesuffix(".json") for p in _TABLES.iterdir() if p.name.endswith(".json")]
-    return tuple(sorted(names, key=version_key))
+    return tuple(sorted(_tables(), key=version_key))
 
 
 @functools.cache
 def table(version: str) -> FlagTable:
     """The table of one tabled release (a name from `tabled_versions()`)."""
-    data = json.loads(_TABLES.joinpath(f"{version}.json").read_text(encoding="utf-8"))
+    data = _tables()[version]
     flags = {name: FlagSpec(name, _KIND_OF_TYPE.get(kind, "any"), tuple(choices) if choices else None, nargs,
                             deprecated)
              for name, (kind, choices, nargs, deprecated) in data["flags"].items()}
