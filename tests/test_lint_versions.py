@@ -77,6 +77,11 @@ def test_override_wins_over_the_image(tmp_path: Path):
     assert versions.choose("v0.8.5", image="vllm/vllm-openai:v0.11.0").version.startswith("0.8.")
 
 
+def test_override_must_be_a_release(capsys):
+    assert lint_cli.main([str(TEAM_FILE), "--vllm-version", "latest"], extra_rules=[]) == 2
+    assert "--vllm-version 'latest' is not a vLLM release" in capsys.readouterr().err
+
+
 def test_build_context_pin_wins_over_the_image_name(tmp_path: Path):
     (tmp_path / "Dockerfile").write_text("ARG BASE=v0.9.2\nFROM vllm/vllm-openai:${BASE}\nRUN pip install x\n")
     choice = versions.choose(image="myorg/vllm-custom:0.11.0", build=".", base_dir=tmp_path)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .composefile import LintInputError
 from .flagspec import FlagTable, table, tabled_versions, version_key
 
 _RELEASE = r"(\d+\.\d+(?:\.\d+){0,2}(?:\.post\d+)?)"
@@ -52,7 +53,10 @@ def choose(override: str | None = None, *, image: str | None = None, build: Any 
            base_dir: Path | None = None, installed: bool = False) -> VersionChoice:
     """The table for a deployment; see the module docstring for the order of the sources."""
     if override:
-        return _choice(override.removeprefix("v"), "--vllm-version")
+        if not re.fullmatch(r"v?" + _RELEASE, override.strip()):
+            raise LintInputError(f"--vllm-version '{override}' is not a vLLM release; write X.Y.Z, e.g. 0.11.0 "
+                                 f"(tables: {tabled_versions()[0]} to {tabled_versions()[-1]})")
+        return _choice(override.strip().removeprefix("v"), "--vllm-version")
     if build is not None:  # built here: `image:` then only names the result
         found, where = from_build(build, base_dir or Path.cwd())
         if found:
