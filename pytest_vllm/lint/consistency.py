@@ -122,6 +122,13 @@ def check_quantization(model: str, declared: str | None, flag: str | None, file:
         yield RULES["VP003"](file, key, f"--quantization {flag} contradicts the checkpoint ({source}: {truth}); "
                              "vLLM refuses: 'Quantization method specified in the model config does not match'",
                              "remove --quantization and let vLLM read the method from the checkpoint")
+    elif flag.lower() == "awq":
+        yield RULES["VP011"](file, key, "--quantization awq on an AWQ checkpoint forces vLLM's generic AWQ kernel "
+                             "(vLLM logs 'Detected that the model can run with awq_marlin, however you specified "
+                             "quantization=awq explicitly, so forcing awq'); on NVIDIA GPUs of compute capability "
+                             ">= 8.0 (Ampere, Ada such as the RTX 4090, Hopper) it is several times slower than "
+                             "awq_marlin", "remove --quantization (vLLM then picks awq_marlin), or write "
+                             "--quantization awq_marlin")
 
 
 def _family(method: str) -> str:
