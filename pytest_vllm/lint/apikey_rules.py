@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 API_KEY_MIN_CHARS = 32
 # Placeholders whatever their length: what templates and tutorials put where a key goes.
-_PLACEHOLDER = re.compile(r"change|replace|your|example|placeholder|xxxx|todo|dummy|secret|password|<|>|"
+_PLACEHOLDER = re.compile(r"change|replace|your|example|placeholder|xxxx|todo|dummy|<|>|"
                           r"^(empty|none|null|test|token|key|abc123|token-abc123|sk-[.x-]*)$", re.I)
 _VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 _MAKE = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
