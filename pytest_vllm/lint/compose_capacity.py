@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .findings import RULES, Finding, Severity
+from .model_facts import facts, quantization_in_id
 
 if TYPE_CHECKING:
     from ..capacity import Hardware
@@ -78,8 +79,12 @@ def capacity_findings(service: Service, values: Values, hardware: Hardware) -> I
     model = str(values.get("model") or "")
     if not model:
         return []
-    quant = values.get("quantization")
-    request = Request(model=model, quantization=quant if isinstance(quant, str) else None, flags=dict(values))
+    flag = values.get("quantization")
+    arch = facts(model)
+    # the weights are what the checkpoint holds: an FP8 id stays FP8 whatever --quantization says (VP003)
+    quant = quantization_in_id(model) or (flag if isinstance(flag, str) else None)
+    request = Request(model=model, quantization=quant, flags=dict(values),
+                      multimodal=bool(arch and arch.vision_params_b))
     return estimate_findings(resolve(request), hardware, service.at("command"),
                              (service.key("command"), service.key("command"), service.key("command")),
                              "give --max-model-len, and a model id whose size is known (or its config.json in "
