@@ -194,7 +194,8 @@ def test_engines_sharing_a_gpu_only_together_under_a_profile_is_a_warning(tmp_pa
     opt_in = text.replace("  embed:\n", "  embed:\n    profiles: [embeddings]\n")
     shared = next(f for f in lint_compose(compose(tmp_path, opt_in)) if f.rule == "VG008")
     assert shared.severity is Severity.WARNING and "profile(s) embeddings" in shared.message
-    gpu1 = '    deploy: {resources: {reservations: {devices: [{driver: nvidia, device_ids: ["1"], capabilities: [gpu]}]}}}\n'
+    gpu1 = ('    deploy: {resources: {reservations: {devices: [{driver: nvidia, device_ids: ["1"], '
+            'capabilities: [gpu]}]}}}\n')
     apart = text.replace("  embed:\n    <<: *engine\n", "  embed:\n    <<: *engine\n" + gpu1)
     assert "VG008" not in rules(lint_compose(compose(tmp_path, apart)))
 
