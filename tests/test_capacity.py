@@ -91,7 +91,8 @@ def test_medium_128k_needs_an_fp8_kv_cache(tmp_path):
 def test_weights_match_the_seeds_measurement(tmp_path):
     # seed 001: Qwen2.5-32B-Instruct-AWQ, TP 2: "Loading model weights took 9.0792 GiB" (per GPU)
     model = "{path: Qwen/Qwen2.5-32B-Instruct-AWQ, quantization: awq, parameters_b: 32.8, max_model_len: 32768}"
-    d = resolve(request_from_profile(load(profile_file(tmp_path, model, "{tensor-parallel-size: 2, gpu-memory-utilization: 0.9}"))))
+    server = "{tensor-parallel-size: 2, gpu-memory-utilization: 0.9}"
+    d = resolve(request_from_profile(load(profile_file(tmp_path, model, server))))
     assert not isinstance(d, str)
     assert d.estimate(23.99).weights == pytest.approx(9.0792, rel=0.03)
 
@@ -122,7 +123,8 @@ def test_capacity_not_checked_says_why(tmp_path, model, hardware, says):
 
 
 def test_max_model_len_defaults_to_the_checkpoint(tmp_path):
-    d = resolve(request_from_profile(load(profile_file(tmp_path, "{path: Qwen/Qwen3-32B-AWQ, quantization: awq}", "{}"))))
+    model = "{path: Qwen/Qwen3-32B-AWQ, quantization: awq}"
+    d = resolve(request_from_profile(load(profile_file(tmp_path, model, "{}"))))
     assert not isinstance(d, str) and d.max_model_len == 40960 and "checkpoint's 40960" in d.notes[0]
 
 
