@@ -221,3 +221,12 @@ def test_awq_qwen3_vl_32b_on_two_4090_is_accepted(tmp_path):
     findings = lint_compose(PROFILES / "compose" / "medium_vl.yml", keys, gpus=TWO_4090)
     assert rules(findings, Severity.ERROR) == set()
     assert "fits: cpatonn/Qwen3-VL-32B-Thinking-AWQ-4bit (awq" in next(f for f in findings if f.rule == "VG003").message
+
+
+def test_cli_checks_a_plain_compose_file_against_the_gpus_given(capsys):
+    from pytest_vllm import lint_cli
+    argv = [str(BAD / "seeds_medium_vl_mission19.yml"), "--env-file", str(BAD / "_mission19.env"),
+            "--gpus", "2", "--gpu-memory", "24GiB"]
+    assert lint_cli.main(argv) == lint_cli.EXIT_FINDINGS
+    out = capsys.readouterr().out
+    assert "error VG002" in out and "(fp8, 33.4B params) on 2x 24.00 GiB (from options)" in out

@@ -13,6 +13,7 @@ from .composefile import load_yaml
 from .consistency import check_context, check_quantization, last_values, parallelism, size
 from .findings import RULES, Finding, Severity
 from .flags import FlagUse, check_flags, split_argv
+from .model_rules import check_model
 
 # server flags the profile owns through other keys (the backends render them from there)
 MANAGED_FLAGS = {"model": "model.path", "served-model-name": "model.served_name", "host": "deployment.host",
@@ -56,6 +57,8 @@ def check_profile(profile: Profile) -> list[Finding]:
                                    "server.quantization")
     findings += _gpus(profile, values, file)
     findings += _context(profile, values, file)
+    findings += check_model(str(profile.model.get("path", "")), values, profile.deployment.get("env") or {}, file,
+                            "server")
     for name in IMPLICIT_DEFAULTS:
         if name not in values:
             findings.append(RULES["VP006"](
