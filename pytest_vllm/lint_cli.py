@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import VllmTestError
-from .lint import RULES, ProfileRule, Severity, count, lint_target
+from .lint import RULES, ProfileRule, Severity, count, lint_compose, lint_target
 from .profile import profile_dirs
 
 if TYPE_CHECKING:
@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 clean, 1 a finding at or above --fail-on, 2 unusable input. Rules: --list-rules.")
     parser.add_argument("targets", nargs="*", metavar="TARGET",
                         help="a profile name (profiles/NAME.yml), a profile file, or a plain compose file")
+    parser.add_argument("-f", "--file", dest="compose_files", action="append", type=Path, metavar="COMPOSE_FILE",
+                        help="compose files linted together, merged in order like `docker compose -f a.yml -f "
+                        "override.yml` (repeat the option)")
     parser.add_argument("--env-file", type=Path, help="env file, as `docker compose --env-file` takes it "
                         "(replaces the profile's deployment.env_file)")
     parser.add_argument("--gpus", type=int, help="number of GPUs to check capacity against (replaces "
@@ -68,7 +71,7 @@ def main(argv: list[str], extra_rules: Sequence[ProfileRule] | None = None) -> i
         for rule in RULES.values():
             print(f"{rule.id}  {rule.severity:<7}  {rule.title}")
         return EXIT_CLEAN
-    if not args.targets:
+    if not args.targets and not args.compose_files:
         build_parser().print_usage(sys.stderr)
         print("error: give at least one TARGET (profile name, profile file or compose file)", file=sys.stderr)
         return EXIT_UNUSABLE
@@ -77,9 +80,14 @@ def main(argv: list[str], extra_rules: Sequence[ProfileRule] | None = None) -> i
     fail_on = _RANK[Severity(args.fail_on)]
     status = EXIT_CLEAN
     report: list[dict[str, object]] = []
-    for target in args.targets:
+    targets: list[str | list[Path]] = [*args.targets, *([args.compose_files] if args.compose_files else [])]
+    for item in targets:
+        target = " + ".join(map(str, item)) if isinstance(item, list) else item
         try:
-            findings = lint_target(target, dirs, args.env_file, extra_rules, hardware, _compose_gpus(args))
+            if isinstance(item, list):
+                findings = lint_compose(item, args.env_file, _compose_gpus(args))
+            else:
+                findings = lint_target(item, dirs, args.env_file, extra_rules, hardware, _compose_gpus(args))
         except VllmTestError as exc:
             print(f"{target}: cannot lint: {exc}", file=sys.stderr)
             report.append({"target": target, "unusable": str(exc)})

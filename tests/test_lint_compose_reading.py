@@ -230,3 +230,30 @@ def test_cli_checks_a_plain_compose_file_against_the_gpus_given(capsys):
     assert lint_cli.main(argv) == lint_cli.EXIT_FINDINGS
     out = capsys.readouterr().out
     assert "error VG002" in out and "(fp8, 33.4B params) on 2x 24.00 GiB (from options)" in out
+
+
+def test_cli_merges_several_compose_files_like_compose(tmp_path, capsys):
+    """`-f base.yml -f override.yml`: the override's command replaces the base's, as in compose."""
+    from pytest_vllm import lint_cli
+    base = compose(tmp_path, MERGE_KEYS)
+    override = tmp_path / "override.yml"
+    override.write_text('services:\n  llm:\n    command: ["--model", "Qwen/Qwen3-8B", "--mm-encoder-tp-mode", "data"]\n')
+    assert lint_cli.main(["-f", str(base)]) == lint_cli.EXIT_FINDINGS
+    assert "error VF003" in capsys.readouterr().out
+    assert lint_cli.main(["-f", str(base), "-f", str(override)]) == lint_cli.EXIT_CLEAN
+    assert "VF003" not in capsys.readouterr().out
+
+
+def test_model_facts_come_from_the_local_hugging_face_cache(tmp_path, monkeypatch):
+    """An id the table does not know is judged by its config.json when the checkpoint is cached here."""
+    snapshot = tmp_path / "hub" / "models--acme--chat-7b" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text('{"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, '
+                                          '"num_key_value_heads": 8, "vocab_size": 32000, '
+                                          '"max_position_embeddings": 8192, "intermediate_size": 14336}')
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    long = '["--model", "acme/chat-7b", "--max-model-len", "32768"]'
+    vg007 = next(f for f in engine(tmp_path, command=long) if f.rule == "VG007")
+    assert "8192 tokens acme/chat-7b reads" in vg007.message
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    assert "VG007" not in rules(engine(tmp_path, command=long))  # unknown: not guessed at
