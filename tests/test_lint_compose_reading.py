@@ -237,7 +237,8 @@ def test_cli_merges_several_compose_files_like_compose(tmp_path, capsys):
     from pytest_vllm import lint_cli
     base = compose(tmp_path, MERGE_KEYS)
     override = tmp_path / "override.yml"
-    override.write_text('services:\n  llm:\n    command: ["--model", "Qwen/Qwen3-8B", "--mm-encoder-tp-mode", "data"]\n')
+    override.write_text('services:\n  llm:\n'
+                        '    command: ["--model", "Qwen/Qwen3-8B", "--mm-encoder-tp-mode", "data"]\n')
     assert lint_cli.main(["-f", str(base)]) == lint_cli.EXIT_FINDINGS
     assert "error VF003" in capsys.readouterr().out
     assert lint_cli.main(["-f", str(base), "-f", str(override)]) == lint_cli.EXIT_CLEAN
