@@ -37,7 +37,7 @@ from conftest import DATA, PROFILES, REPO
 BAD = DATA / "lint" / "bad"
 # Rules whose severity follows the context: a versioned flag rule is a warning when the image runs another
 # vLLM release than the table's; a missing key is an error only when a profile's run needs it; ...
-SEVERITY_DEPENDS_ON_CONTEXT = ("VC007", "VC010", "VC013", "VF001", "VF003", "VF009", "VF010", "VG005", "VG008",
+SEVERITY_DEPENDS_ON_CONTEXT = ("VC006", "VC007", "VC010", "VC013", "VF001", "VF003", "VF009", "VF010", "VG005", "VG008",
                                "VP002", "VP004")
 # The medium profiles and compose file reproduce the seeds' `--quantization awq` on purpose: VP011 says so.
 SEEDS_AWQ_FLAG = "VP011"

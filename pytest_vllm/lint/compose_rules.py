@@ -98,7 +98,7 @@ def check_compose(target: ComposeTarget) -> list[Finding]:
     used = {var for _, raw, _ in documents for var in interpolate(raw, {}).used}
     stand_ins = run_variables(target.profile, used)
     env = {**(env_source.values if env_source else {}), **os.environ, **stand_ins}
-    services, unset = _read(documents, env, findings)
+    services, unset, optional = _read(documents, env, findings)
     rendering = _render(target, env_source, stand_ins, findings, unset)
     if rendering is not None and rendering.services is not None:
         for name, data in rendering.services.items():
@@ -118,7 +118,8 @@ def check_compose(target: ComposeTarget) -> list[Finding]:
                                            f"({message})", env_fix(var, target)))
         else:
             findings.append(RULES["VC006"](file, where, f"${{{var}}} is not set (compose substitutes an empty "
-                                           "string)", env_fix(var, target)))
+                                           "string)", env_fix(var, target),
+                                           severity=Severity.INFO if var in optional else None))
     for service in services.values():
         findings += _gpu_syntax(service)
         if service.data.get("container_name"):
@@ -137,10 +138,11 @@ def check_compose(target: ComposeTarget) -> list[Finding]:
 
 
 def _read(documents: list[tuple[Path, Any, list[Any]]], env: dict[str, str],
-          findings: list[Finding]) -> tuple[dict[str, Service], dict[str, tuple[str, str, str | None]]]:
+          findings: list[Finding]) -> tuple[dict[str, Service], dict[str, tuple[str, str, str | None]], set[str]]:
     """Services as this module reads the files (merged in order), and the variables left unset."""
     services: dict[str, Service] = {}
     unset: dict[str, tuple[str, str, str | None]] = {}  # var -> (file, key, message of ${VAR:?message})
+    uses: dict[str, list[str]] = {}  # var -> every key it is unset in
     for path, raw, duplicates in documents:
         if not isinstance(raw, dict):
             raise LintInputError(f"{path}: a compose file is a mapping with 'services:'")
@@ -150,6 +152,7 @@ def _read(documents: list[tuple[Path, Any, list[Any]]], env: dict[str, str],
         result = interpolate(raw, env)
         for var, where in result.unset:
             unset.setdefault(var, (str(path), where, None))
+            uses.setdefault(var, []).append(where)
         for var, where, message in result.required:
             unset[var] = (str(path), where, message)
         services_doc = result.data.get("services") or {}
@@ -163,7 +166,12 @@ def _read(documents: list[tuple[Path, Any, list[Any]]], env: dict[str, str],
                 data = {**services[name].data, **data}
                 raw_service = {**services[name].raw, **raw_service}
             services[name] = Service(str(name), str(path), raw_service, data, lines)
-    return services, unset
+    return services, unset, {var for var, keys in uses.items() if all(_in_environment(k) for k in keys)}
+
+
+def _in_environment(key: str) -> bool:
+    """An unset variable only in `environment:`/`labels:` hands the container an empty optional setting."""
+    return bool(re.match(r"services\.[^.]+\.(environment|labels)\b", key))
 
 def run_variables(profile: Profile | None, used: Iterable[str]) -> dict[str, str]:
     """Stand-ins for the PYTEST_VLLM_* variables the compose backend writes into each run's env file.
@@ -455,8 +463,7 @@ def _vllm_port(service: Service, target: ComposeTarget,
         return None, [RULES["VP009"](str(profile.path), "deployment.port", f"the profile calls port {port} but "
                                      f"service '{service.name}' publishes "
                                      f"{', '.join(str(h) for h, _ in published if h) or 'no port'}",
-                                     f"set deployment.port to the published host port, or publish \"{port}:8000\"",
-                                     severity=Severity.ERROR)]
+                                     f"set deployment.port to the published host port, or publish \"{port}:8000\"")]
     port = as_int(values.get("port", VLLM_DEFAULT_PORT), VLLM_DEFAULT_PORT)
     if host_network or not published or any(container == port for _, container in published):
         return port, []
