@@ -258,3 +258,12 @@ def test_model_facts_come_from_the_local_hugging_face_cache(tmp_path, monkeypatc
     assert "8192 tokens acme/chat-7b reads" in vg007.message
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
     assert "VG007" not in rules(engine(tmp_path, command=long))  # unknown: not guessed at
+
+
+@pytest.mark.parametrize("gpus", ["gpus: all", "runtime: nvidia", "devices: [nvidia.com/gpu=all]",
+                                  "deploy: {resources: {reservations: {devices: [{driver: nvidia, count: all, "
+                                  "capabilities: [gpu]}]}}}"])
+def test_every_way_of_giving_a_service_gpus_counts(tmp_path, gpus):
+    text = f"services:\n  llm:\n    image: vllm/vllm-openai:v0.32.0\n    {gpus}\n    command: [--model, m]\n"
+    assert "VC004" not in rules(lint_compose(compose(tmp_path, text)))
+    assert "VC004" in rules(lint_compose(compose(tmp_path, text.replace(f"    {gpus}\n", ""))))

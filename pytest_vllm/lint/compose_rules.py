@@ -415,9 +415,9 @@ def _reserved_ids(service: Service) -> set[str] | None:
             else:
                 ids |= {str(n) for n in range(as_int(device.get("count"), 0))}
         return ids
-    if service.data.get("gpus") == "all" or any(str(d).startswith("nvidia.com/gpu=")
-                                                 for d in service.data.get("devices") or []):
-        return {"*"}
+    cdi = [str(d.get("source") if isinstance(d, dict) else d) for d in service.data.get("devices") or []]
+    if service.data.get("gpus") == "all" or any(d.startswith("nvidia.com/gpu=") for d in cdi):
+        return {"*"}  # `gpus: all`, or CDI devices (compose renders them as {source, target})
     if service.data.get("runtime") == "nvidia":
         visible = environment(service.data).get("NVIDIA_VISIBLE_DEVICES", "all")
         return {"*"} if visible in ("all", "") else {v.strip() for v in visible.split(",") if v.strip()}
