@@ -337,7 +337,12 @@ def _judged(findings: list[Finding], image: str) -> list[Finding]:
     version = re.match(r"v?(\d+\.\d+\.\d+)", tag)
     if version and version.group(1) == vllm_flags.VLLM_VERSION:
         return findings
-    runs = f"vLLM {version.group(1)}" if version else f"'{image or 'a custom image'}', a release not known here"
+    if version:
+        runs = f"vLLM {version.group(1)}"
+    elif tag in ("", "latest", "nightly"):
+        runs = f"'{tag or 'latest'}', whichever vLLM release that is today"
+    else:
+        runs = f"'{image or 'a custom build'}', a release not known here"
     return [Finding(f.rule, Severity.WARNING, f.file, f.key, f"{f.message} (judged against vLLM "
                     f"{vllm_flags.VLLM_VERSION}; the image runs {runs})", f.fix)
             if f.rule in VERSIONED_RULES and f.severity is Severity.ERROR else f for f in findings]
