@@ -71,7 +71,7 @@ def by_table(image: str, args: list[str]) -> tuple[str, str]:
     try:
         from pytest_vllm.lint import versions  # per-release tables (lint/versions.py), when present
         choice = versions.choose(image=image)
-        unknown = [a for a in args if a.startswith("--") and choice.table.lookup(a).spec is None]
+        unknown = [a for a in args if a.startswith("--") and choice.table.lookup(a.partition("=")[0]).spec is None]
         return choice.describe(), "ok" if not unknown else "unknown: " + " ".join(unknown)
     except ImportError:
         from pytest_vllm.lint import vllm_flags
