@@ -44,9 +44,6 @@ QUANT_BYTES = {
     # 4-bit floats with a shared 8-bit scale per block of 32 (MXFP4) or an fp8 scale per 16 (NVFP4)
     "mxfp4": 0.5 + 1 / 32, "nvfp4": 0.5 + 1 / 16,
 }
-# compressed-tensors is a container format: the bit width is only in the checkpoint; model ids say it.
-ID_HINTS = (("4bit", BYTES_4BIT), ("awq", BYTES_4BIT), ("gptq", BYTES_4BIT), ("w4a16", BYTES_4BIT),
-            ("int4", BYTES_4BIT), ("fp8", BYTES_8BIT), ("w8a8", BYTES_8BIT), ("int8", BYTES_8BIT))
 # Per-GPU memory vLLM's budget spends besides weights and KV cache: the profiling run's activations
 # (default max-num-batched-tokens), CUDA context, NCCL/cuBLAS workspaces, CUDA graphs.
 # Calibrated on the seeds: Qwen2.5-32B-AWQ, TP 2, util 0.90 reported 11.92 GiB KV/GPU
@@ -200,7 +197,8 @@ def resolve(request: Request) -> Deployment | str:
     notes: list[str] = []
     weight_bytes = QUANT_BYTES.get(quant)
     if weight_bytes is None:
-        weight_bytes = next((b for hint, b in ID_HINTS if hint in model.lower()), None)
+        # compressed-tensors is a container format: the bit width is only in the checkpoint; ids say it
+        weight_bytes = QUANT_BYTES.get(quantization_in_id(model) or "")
         if weight_bytes is None:
             return (f"quantization '{quant}' does not say its bit width; set model.quantization to awq, gptq, "
                     "fp8 or bf16")

@@ -173,7 +173,8 @@ def _estimate_params(text: dict[str, Any], hidden: int, layers: int, heads: int,
 def quantization_in_id(model: str) -> str | None:
     """The quantization a model id announces (…-AWQ, …-FP8, …-GPTQ-Int4, …-NVFP4), if any."""
     for token, method in (("awq", "awq"), ("gptq", "gptq"), ("fp8", "fp8"), ("nvfp4", "nvfp4"),
-                          ("w4a16", "w4a16"), ("int4", "int4"), ("4bit", "int4"), ("mxfp4", "mxfp4")):
+                          ("w4a16", "w4a16"), ("int4", "int4"), ("4bit", "int4"), ("mxfp4", "mxfp4"),
+                          ("w8a8", "w8a8"), ("int8", "int8"), ("8bit", "int8")):
         if re.search(rf"(^|[-_/.]){token}($|[-_.])", model, re.I):
             return method
     return None
