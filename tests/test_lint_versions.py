@@ -19,7 +19,8 @@ from pytest_vllm.lint import Severity, flags, flagspec, lint_compose, tablefile,
 
 from conftest import DATA, REPO
 
-TEAM_FILE = DATA / "lint" / "bad" / "seeds_team_v0.11.0.yml"
+TEAM_MEDIUM = DATA / "lint" / "bad" / "seeds_team_v0.11.0_medium.yml"
+TEAM_VISION = DATA / "lint" / "bad" / "seeds_team_v0.11.0_medium_vl.yml"
 
 
 def judge(argv: list[str], release: str | None = None, **where: object) -> list:
@@ -78,7 +79,7 @@ def test_override_wins_over_the_image(tmp_path: Path):
 
 
 def test_override_must_be_a_release(capsys):
-    assert lint_cli.main([str(TEAM_FILE), "--vllm-version", "latest"], extra_rules=[]) == 2
+    assert lint_cli.main([str(TEAM_MEDIUM), "--vllm-version", "latest"], extra_rules=[]) == 2
     assert "--vllm-version 'latest' is not a vLLM release" in capsys.readouterr().err
 
 
@@ -156,26 +157,25 @@ def test_parsers_and_quantization_follow_the_release():
     assert finding.rule in ("VF003", "VF009") and "vLLM 0.7.3" in finding.message
 
 
-def test_teams_v0_11_0_compose_file():
+def test_teams_v0_11_0_compose_files():
     """Seeds 000 and 004 on their real image: the mistakes vLLM 0.11.0 refused, with 0.11.0's fixes."""
-    findings = lint_compose(TEAM_FILE)
-    by_rule = {(f.rule, f.key.rsplit(".", 1)[0]): f for f in findings}
-    assert not [f for f in findings if f.rule == "VF001"], "--rope-scaling is a flag of 0.11.0"
-    rope = by_rule[("VF002", "services.medium-qwen3")]
-    assert "escaped quotes" in rope.message and "vLLM 0.11.0" in rope.message
+    medium, vision = lint_compose(TEAM_MEDIUM), lint_compose(TEAM_VISION)
+    assert not [f for f in medium + vision if f.rule == "VF001"], "--rope-scaling is a flag of 0.11.0"
+    (rope,) = [f for f in medium if f.rule == "VF002"]
+    assert "escaped quotes" in rope.message and "vLLM 0.11.0" in rope.message and rope.blocking
     assert rope.fix.endswith("""'{"rope_type":"yarn","factor":4.0,"original_max_position_embeddings":32768}'""")
-    mm = by_rule[("VF002", "services.medium-vl-qwen3")]
-    assert "image:3,video:0" in mm.message and mm.fix.endswith("""'{"image": 3, "video": 0}'""")
-    assert by_rule[("VF003", "services.medium-vl-qwen3")].fix == "use one of: data, weights"
-    upgrade = by_rule[("VF013", "services.medium-qwen3")]
+    (upgrade,) = [f for f in medium if f.rule == "VF013"]
     assert upgrade.severity is Severity.INFO and "hf-overrides" in upgrade.fix
-    unset_key = [f for f in findings if "VLLM_API_KEY_MEDIUM" in f.message + f.key and f.blocking]
-    assert unset_key, "\n".join(map(str, findings))
-    assert all("0.11.0" in f.message for f in findings if f.rule.startswith("VF"))
+    assert [f.rule for f in medium if f.rule == "VF011"] == ["VF011"]  # --api-key ${VLLM_API_KEY_MEDIUM}, unset
+    assert [f for f in medium if f.rule == "VC007" and "VLLM_API_KEY_MEDIUM" in f.message]
+    (mm,) = [f for f in vision if f.rule == "VF002"]
+    assert "image:3,video:0" in mm.message and mm.fix.endswith("""'{"image": 3, "video": 0}'""") and mm.blocking
+    assert [f.fix for f in vision if f.rule == "VF003"] == ["use one of: data, weights"]
+    assert all("vLLM 0.11.0" in f.message for f in medium + vision if f.rule.startswith("VF"))
 
 
 def test_cli_vllm_version_overrides_the_image(capsys):
-    assert lint_cli.main([str(TEAM_FILE), "--vllm-version", "0.32.0"], extra_rules=[]) == 1
+    assert lint_cli.main([str(TEAM_MEDIUM), "--vllm-version", "0.32.0"], extra_rules=[]) == 1
     out = capsys.readouterr().out
     assert "--rope-scaling is not a flag of vLLM 0.32.0" in out and "hf-overrides" in out
 
