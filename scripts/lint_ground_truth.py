@@ -7,7 +7,7 @@ For each file: `docker compose config --format json` renders it (with the `.env`
 every profile on); each vLLM engine's argv (pytest_vllm.lint.engines) is then parsed
 
 - by the real parser of the installed vLLM (`vllm serve`'s own FlexibleArgumentParser), when the image
-  runs that release or an unpinned tag (latest/nightly: the newest release, the closest there is);
+  runs that release (an unpinned tag, latest/nightly, runs the newest release with a table);
 - else against the flag table of the release the image pins (pytest_vllm.lint.versions), and the line
   says which release judged it.
 
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pytest_vllm.backends.compose import compose_command  # noqa: E402
 from pytest_vllm.lint import versions  # noqa: E402
 from pytest_vllm.lint.composefile import compose_config  # noqa: E402
-from pytest_vllm.lint.engines import engine_call, image_parts  # noqa: E402
+from pytest_vllm.lint.engines import engine_call  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lint_corpus import cases, spec_of  # noqa: E402
@@ -100,9 +100,8 @@ def main(argv: list[str]) -> int:
             if call is None:
                 continue
             image = str(services[name].get("image") or "")
-            _, tag = image_parts(image)
-            pinned = tag.lstrip("v").split("-")[0] if tag and tag[0] in "v0123456789" else None
-            if parser and (pinned is None or pinned == parser[0]):
+            judged = versions.choose(image=image or None).version  # latest/nightly: the newest table's release
+            if parser and judged == parser[0]:
                 release, verdict = f"vLLM {parser[0]} parser", parse_with(parser[1], call.args)
             else:
                 release, verdict = by_table(image, call.args)
