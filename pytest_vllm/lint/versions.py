@@ -6,10 +6,11 @@
 
 Sources, first that answers: `--vllm-version` (override), a version pinned in the service's build
 context (Dockerfile `FROM` tag, `pip install vllm==X`, `vllm==X` in a requirements file), the image tag
-(`vllm/vllm-openai:v0.11.0`, `:v0.11.0-cu128`), the installed vLLM (process backend). A release whose minor
-version has a table is judged by it (the nearest patch of that minor): `exact`, an unknown flag is an
-error. `latest`, `nightly`, an unknown tag or a release outside the tables: the newest table (or the
-oldest, for releases older than every table), not exact, and an unknown flag is only a warning.
+(`vllm/vllm-openai:v0.11.0`, `:v0.11.0-cu128`), the installed vLLM (process backend). A release whose
+minor version has tables is judged by the newest of them not after it (flags change within a minor too:
+0.11.0 has --rope-scaling, 0.11.1 no longer): `exact`, an unknown flag is an error. `latest`, `nightly`,
+an unknown tag or a release outside the tables: the newest table (or the oldest, for releases older than
+every table), not exact, and an unknown flag is only a warning.
 """
 
 from __future__ import annotations
