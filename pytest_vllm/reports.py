@@ -99,6 +99,20 @@ class RunReport:
         return json_path
 
 
+def duration(seconds: float | None) -> str:
+    """Seconds for a person: "45 s", "1 min 10 s", "2 h 05 min"; "—" when unknown."""
+    if seconds is None:
+        return "—"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
 def _gpu_line(gpu: dict[str, Any] | None) -> str:
     if not gpu:
         return "not sampled"
