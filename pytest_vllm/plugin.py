@@ -197,6 +197,9 @@ def _start_grid(config: pytest.Config, reports_dir: Path) -> None:
         config.stash[PROFILES] = profiles
     if config.getoption("resume"):
         state = GridState.load(path, list(profiles))
+        if (state.data["records"].get(baseline) or {}).get("status") == "deploy_failed":
+            del state.data["records"][baseline]  # an aborted grid resumes by retrying its baseline
+        state.data.pop("aborted", None)
         done = state.completed() & set(profiles)
         if done:
             config.stash[SETTINGS].progress(f"[vllm] --resume: skipping finished profiles {', '.join(sorted(done))}")
