@@ -108,8 +108,10 @@ def measurements_section(profile: str, items: dict[str, Any]) -> list[str]:
             interval = f" ({low:.2f}–{high:.2f}, {m.get('confidence', 0.95):.0%})" if low is not None else ""
             metrics = (m.get("hit") or {}).get("metrics") or {}
             rate = metrics.get("hit_rate")
-            hits = (f"{rate:.0%} ({metrics['prefix_cache_hits']:,} of {metrics['prefix_cache_queries']:,})"
-                    if rate is not None else "no counters")
+            counted = (f"{metrics['prefix_cache_hits']:,} of {metrics['prefix_cache_queries']:,}"
+                       if "prefix_cache_queries" in metrics else None)
+            hits = (f"{rate:.0%} ({counted})" if rate is not None else f"— ({counted} queried)" if counted
+                    else "no counters")
             caching = m.get("prefix_caching") or {}
             lines.append(f"| {m.get('workload', key)} | {_ms(None, m['miss_ms_median'], m['miss_ms_iqr'])} | "
                          f"{_ms(None, m['hit_ms_median'], m['hit_ms_iqr'])} | ×{m['acceleration']:.2f}{interval} | "

@@ -42,7 +42,8 @@ def test_kv_cache_acceleration(kv_bench, vllm_profile, vllm_report, record_prope
     measured = accel.as_dict()
     vllm_report.add_measurement(vllm_profile.name, f"kv_cache/{workload}", measured)
     for name, value in junit_properties(measured).items():  # CI servers show JUnit properties
-        record_property(name, value)
+        if value is not None:
+            record_property(name, value)
     for warning in accel.caching.warnings:
         if warning not in vllm_report.warnings:
             vllm_report.warnings.append(warning)
