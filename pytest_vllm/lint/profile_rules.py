@@ -58,7 +58,8 @@ def check_profile(profile: Profile) -> list[Finding]:
         if name not in values:
             findings.append(RULES["VP006"](
                 file, f"server.{name}", f"{name} is not set, so vLLM's V1 default applies: ON (leaving the flag "
-                "out does not turn it off: the seeds' champion ran with prefix caching it believed off)",
+                "out does not turn it off" + (": the seeds' champion ran with prefix caching it believed off)"
+                                              if name == "enable-prefix-caching" else ")"),
                 f"state it: {name}: true, or {name}: false (rendered --no-{name})"))
     return findings
 
