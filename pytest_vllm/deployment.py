@@ -76,6 +76,7 @@ class Deployment:
         return {"profile": self.profile.name, "backend": self.backend.name, "endpoint": self.base_url,
                 "model": self.served_model, "vllm_version": self.vllm_version,
                 "engine_config": self.engine_config, "timings": self.timings,
+                "server_flags": dict(self.profile.server),  # what the profile asked, next to what ran
                 "log": str(self.backend.log_path) if self.backend.log_path else None}
 
 

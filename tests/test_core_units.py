@@ -13,7 +13,7 @@ from pytest_vllm.metrics import Histogram, MetricsFormatError, histogram, info_l
 from pytest_vllm.profile import deep_merge, load_profile, render_flags
 from pytest_vllm.streaming import StreamResult, consume_chunk
 
-from conftest import DATA, PROFILES
+from conftest import DATA, PROFILES, REPO
 
 
 def test_flags_render_as_vllm_expects():
@@ -111,3 +111,24 @@ def test_stream_assembly_counts_reasoning_as_first_token_and_joins_tool_calls():
     assert r.tool_calls[0]["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
     assert r.finish_reason == "tool_calls"
     assert r.itl_s == pytest.approx([0.010, 0.020, 0.010])
+
+
+def test_kv_cache_memory_is_read_per_worker_and_checked_against_the_profile(tmp_path):
+    """The seeds' VL criterion "Marge KV cache >= 6 GB/GPU": the smallest worker's figure counts, and the
+    health suite's check fails below thresholds.kv_cache_free_gib_min."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    log = ("(Worker_TP0 pid=1) INFO [gpu_worker.py:760] Available KV cache memory: 9.20 GiB\n"
+           "(Worker_TP1 pid=2) INFO [gpu_worker.py:760] Available KV cache memory: 5.75 GiB\n")
+    free = engine_config.from_log(log)["kv_cache_memory_gib"]
+    assert free == 5.75
+    spec = importlib.util.spec_from_file_location("health_suite", REPO / "suites" / "medium" / "test_health.py")
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+    deployment = SimpleNamespace(engine_config={"kv_cache_memory_gib": free})
+    profile = SimpleNamespace(thresholds={"kv_cache_free_gib_min": 6}, path=tmp_path / "vl.yml")
+    with pytest.raises(AssertionError, match=r"5.75 GiB per GPU .* below the 6 GiB required"):
+        suite.test_kv_cache_memory_left_after_loading(deployment, profile, lambda *_: None)
+    profile.thresholds["kv_cache_free_gib_min"] = 5
+    suite.test_kv_cache_memory_left_after_loading(deployment, profile, lambda *_: None)

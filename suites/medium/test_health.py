@@ -115,6 +115,21 @@ def test_streamed_chat_completion_is_well_formed(vllm_openai):
         f"no usage in the stream despite stream_options.include_usage: {usage}")
 
 
+def test_kv_cache_memory_left_after_loading(vllm_deployment, vllm_profile, record_property):
+    minimum = vllm_profile.thresholds.get("kv_cache_free_gib_min")
+    if minimum is None:
+        pytest.skip("the profile sets no thresholds.kv_cache_free_gib_min")
+    free = vllm_deployment.engine_config.get("kv_cache_memory_gib")
+    if free is None:
+        pytest.skip("the engine log shows no 'Available KV cache memory' line (vLLM CPU, or an endpoint whose "
+                    "log we cannot read)")
+    record_property("kv_cache_memory_gib", free)
+    assert free >= minimum, (
+        f"vLLM has {free} GiB per GPU for the KV cache after loading, below the {minimum} GiB required "
+        f"(thresholds.kv_cache_free_gib_min in {vllm_profile.path}): long contexts will be refused or preempted. "
+        "Fix: raise gpu-memory-utilization, store the KV cache in fp8 (kv-cache-dtype), or use a smaller checkpoint")
+
+
 def test_peak_vram_within_the_profile_limit(vllm_deployment, vllm_profile):
     limit = vllm_profile.thresholds.get("peak_vram_gib_max")
     if limit is None:
