@@ -277,8 +277,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     root = storage_dir(config)
     reports_dir = Path(config.getoption("reports_dir"))
     run_id = config.stash[SETTINGS].run_id
-    for key in dict.fromkeys(r.history_key for r in records):
-        mine = [r for r in records if r.history_key == key]
+    plotted = [r for r in records if r.measurement.rsplit("/", 1)[-1] in plot.COLORS]  # MISS/HIT series only
+    for key in dict.fromkeys(r.history_key for r in plotted):
+        mine = [r for r in plotted if r.history_key == key]
         measurements = {r.measurement: r.samples for r in mine}
         stored = {m: [] if root is None else [s for s in load_runs(root, key, m) if s.run_id != run_id]
                   for m in measurements}
