@@ -26,8 +26,8 @@ FAULTS: dict[str, str] = {
     "context_limit_not_enforced": "a prompt longer than max_model_len is accepted instead of vLLM's 400",
     "context_truncated": "a long prompt loses its first half before the model (silent truncation, a sliding "
                          "window): a fact stated early is not found",
-    "degrading": "the engine fails degrade_after_s seconds after start (default 120): /health and every "
-                 "request then answer 503 with vLLM's dead-engine error (what a soak must catch)",
+    "degrading": "the engine fails degrade_after_s seconds (default 120) after the first chat or completion: "
+                 "/health and every request then answer 503 with vLLM's dead-engine error (what a soak catches)",
 }
 
 

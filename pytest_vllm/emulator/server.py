@@ -76,6 +76,7 @@ class EmulatorServer:
         self.scripts = Scripts.from_dir(cases_dir)
         self.slow_start_s = slow_start_s
         self.degrade_after_s = degrade_after_s
+        self.first_generation_at: float | None = None  # fault 'degrading' counts from here
         self.vocabulary = Vocabulary()
         self.log_path = log_path
         self.on_crash = on_crash
@@ -157,8 +158,10 @@ class EmulatorServer:
 
     @property
     def degraded(self) -> bool:
-        """Fault 'degrading': the engine has failed, degrade_after_s seconds after start."""
-        return "degrading" in self.faults and time.monotonic() - self.started_at >= self.degrade_after_s
+        """Fault 'degrading': the engine has failed, degrade_after_s seconds after the first generation request
+        (not after start: how long a test run takes to get going must not matter)."""
+        first = self.first_generation_at
+        return "degrading" in self.faults and first is not None and time.monotonic() - first >= self.degrade_after_s
 
     # -- chat completions ---------------------------------------------------------------------
     def check_request(self, req: dict[str, Any]) -> list[bytes]:
@@ -232,6 +235,8 @@ class EmulatorServer:
                                    f"However, your request has {len(tokens)} input tokens and asks for "
                                    f"{max_tokens} output tokens. Please reduce the length of the input messages.")
         with self.lock:
+            if self.first_generation_at is None:
+                self.first_generation_at = time.monotonic()
             cached = self.cache.lookup_and_insert(tokens) if self.model.prefix_caching else 0
             uncached = len(tokens) if "no_cache_speedup" in self.faults else None
             timing = self.clock.timing(len(tokens), cached, output.completion_tokens, uncached)

@@ -35,7 +35,7 @@ def sweep_prompt(vllm_client, vllm_profile) -> str:
     request first, as vLLM's benchmark sends one (its "initial test run")."""
     first = SALT.format(0)
     sized = sized_prompt(vllm_client, int(vllm_profile.load["prompt_tokens"]), salt=first, question=QUESTION)
-    vllm_client.chat(sized.messages, max_tokens=4, temperature=0)
+    vllm_client.stream_chat(sized.messages, max_tokens=4, temperature=0)  # its failure, if any, shows in the levels
     return sized.messages[0]["content"].replace(first, "{salt}", 1)
 
 
