@@ -69,7 +69,8 @@ def completion_body(output: Output, *, request_id: str, model: str, prompt_token
                          "finish_reason": output.finish_reason, "stop_reason": None, "token_ids": None,
                          "prompt_logprobs": None, "prompt_token_ids": None}],
             "service_tier": None, "system_fingerprint": None,
-            "usage": {**usage(prompt_tokens, output), "prompt_tokens_details": None}, "kv_transfer_params": None}
+            "usage": {**usage(prompt_tokens, output), "prompt_tokens_details": None}, "kv_transfer_params": None,
+            "ec_transfer_params": None, "metrics": None}
 
 
 class CompletionChunks:

