@@ -46,9 +46,11 @@ def test_streamed_completion_assembles_and_ends(vllm_client):
     assert result.content, "the stream carried no text"
     assert result.ttft_s is not None and result.ttft_s <= result.e2e_s
     assert result.finish_reason in FINISH_REASONS, f"the stream never said why it ended ({result.finish_reason!r})"
-    tokens = (result.usage or {}).get("completion_tokens")
-    assert tokens and tokens == len(result.text_times), (
-        f"usage says {tokens} completion tokens, the stream carried {len(result.text_times)} text chunks")
+    tokens = (result.usage or {}).get("completion_tokens") or 0
+    # A chunk carries one token or more (a byte-level tokenizer holds back half a UTF-8 character).
+    assert len(result.text_times) <= tokens <= MAX_TOKENS, (
+        f"usage says {tokens} completion tokens (max_tokens={MAX_TOKENS}), the stream carried "
+        f"{len(result.text_times)} text chunks")
 
 
 def test_tokenize_detokenize_round_trip(vllm_client, vllm_profile):
