@@ -26,6 +26,7 @@ from .grid import RANK_METRICS, STATE_FILE, GridRecorder, GridState
 from .http import VllmClient
 from .profile import Profile, external_profile, known_profiles, load_profile, profile_dirs
 from .reports import RunReport, TestResult, new_run_dir
+from .sdk import OpenAIChat
 from .telemetry import Sampler, snapshot
 
 # Plugin modules loaded with this one (fixtures and hooks of their own concept).
@@ -301,6 +302,14 @@ def vllm_deployment(vllm_profile: Profile, request: pytest.FixtureRequest) -> It
 def vllm_client(vllm_deployment: Deployment) -> VllmClient:
     """An HTTP client on the deployment (API key and served model filled in)."""
     return vllm_deployment.client()
+
+
+@pytest.fixture(scope="session")
+def vllm_openai(vllm_deployment: Deployment) -> Iterator[OpenAIChat]:
+    """Chat completions through the official OpenAI client (key, timeout, no retries), as applications call."""
+    chat = vllm_deployment.openai()
+    yield chat
+    chat.close()
 
 
 @pytest.fixture(scope="session")

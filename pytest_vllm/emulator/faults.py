@@ -23,6 +23,7 @@ FAULTS: dict[str, str] = {
     "no_cache_speedup": "prefix-cache hits are counted in /metrics but the prefill is not shortened",
     "image_ignored": "images are dropped before the model: answers say there is no image",
     "image_limit_not_enforced": "more images than max_images are accepted instead of a 400",
+    "tool_delta_no_index": "streamed tool-call deltas carry no 'index' (the OpenAI SDK's stream helper rejects them)",
     "context_limit_not_enforced": "a prompt longer than max_model_len is accepted instead of vLLM's 400",
     "context_truncated": "a long prompt loses its first half before the model (silent truncation, a sliding "
                          "window): a fact stated early is not found",
