@@ -87,7 +87,7 @@ def test_prompt_over_the_context_is_refused_with_400(vllm_client, vllm_profile, 
     body = half.messages[0]["content"]
     messages = [{"role": "user", "content": f"{body}\n{body}"}]
     try:
-        answer = vllm_client.chat(messages, max_tokens=MAX_TOKENS, temperature=0)
+        answer = vllm_client.call("/v1/chat/completions", {"messages": messages, "max_tokens": MAX_TOKENS})
     except ApiError as exc:
         said = error_message(exc.body)
         assert exc.status == 400 and REFUSAL in said, (
