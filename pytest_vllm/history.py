@@ -165,22 +165,36 @@ class TtftRecorder:
                 (requests,), _ = series.setup()
                 series.run_round(requests)
         result = series.finish()
+        self._keep(measurement, result.rounds_s, result.as_dict())
+        return result
+
+    def record_samples(self, measurement: str, samples_s: list[float], data: dict[str, Any]) -> None:
+        """TTFT samples measured elsewhere (a load level, an image count), one benchmark round each: stored,
+        gated against the history and reported like a series. One call per test (pytest-benchmark's rule)."""
+        bench = self.benchmark
         if bench is not None and bench.enabled:
-            _check_recorded(bench, result)
-        info = self.context(measurement, result)
-        verdict = self.gate(measurement, result.rounds_s, info)
+            bench.group = f"TTFT {measurement.rsplit('/', 1)[0]}"
+            values = iter(samples_s)
+            bench.pedantic(lambda: TTFT_CLOCK.advance(next(values)), rounds=len(samples_s))
+        self._keep(measurement, samples_s, data)
+
+    def _keep(self, measurement: str, rounds_s: list[float], data: dict[str, Any]) -> None:
+        bench = self.benchmark
+        if bench is not None and bench.enabled:
+            _check_recorded(bench, rounds_s)
+        info = self.context(measurement, data)
+        verdict = self.gate(measurement, rounds_s, info)
         info["regression"] = verdict.as_dict()
         if bench is not None:
             bench.extra_info.update(info)
         self.config.stash.setdefault(RECORDS, []).append(
-            Record(self.key, self.profile.name, measurement, list(result.rounds_s), verdict.failed))
+            Record(self.key, self.profile.name, measurement, list(rounds_s), verdict.failed))
         self.config.stash[REPORT].add_measurement(self.profile.name, measurement,
-                                                  {**result.as_dict(), "regression": verdict.as_dict()})
+                                                  {**data, "regression": verdict.as_dict()})
         if verdict.failed:
             pytest.fail(verdict.message, pytrace=False)
-        return result
 
-    def context(self, measurement: str, result: SeriesResult) -> dict[str, Any]:
+    def context(self, measurement: str, data: dict[str, Any]) -> dict[str, Any]:
         """extra_info of the saved benchmark: what ran, so history can be matched and differences named."""
         d = self.deployment
         return {"schema": SCHEMA, "history_key": self.key, "measurement": measurement, "unit": "s",
@@ -188,7 +202,7 @@ class TtftRecorder:
                 "deployment": f"{d.backend.name}:{d.served_model}", "model": d.served_model,
                 "vllm_version": d.vllm_version, "effective_flags": d.engine_config,
                 "profile_flags": self.profile.server, "gpus": _session_gpus(self.config),
-                "series": result.as_dict()}
+                "series": data}
 
     def gate(self, measurement: str, samples: list[float], info: dict[str, Any]) -> regression.Verdict:
         root = storage_dir(self.config)
@@ -209,11 +223,10 @@ class TtftRecorder:
         return float(self.profile.thresholds[name]), f"thresholds.{name} of profile {self.profile.path}, or {flag}"
 
 
-def _check_recorded(bench: Any, result: SeriesResult) -> None:
+def _check_recorded(bench: Any, rounds_s: list[float]) -> None:
     """pytest-benchmark must have stored exactly our TTFTs (it would not if another timer were in force)."""
     stored = list(getattr(getattr(bench, "stats", None), "stats", None).data)
-    if len(stored) != len(result.rounds_s) or any(abs(a - b) > 1e-6 for a, b in zip(stored, result.rounds_s,
-                                                                                      strict=True)):
+    if len(stored) != len(rounds_s) or any(abs(a - b) > 1e-6 for a, b in zip(stored, rounds_s, strict=True)):
         raise RuntimeError("pytest-benchmark recorded other durations than the TTFTs measured: a "
                            "@pytest.mark.benchmark(timer=...) on this test overrides pytest_vllm.history.TTFT_CLOCK; "
                            "remove that timer")
@@ -264,8 +277,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     root = storage_dir(config)
     reports_dir = Path(config.getoption("reports_dir"))
     run_id = config.stash[SETTINGS].run_id
-    for key in dict.fromkeys(r.history_key for r in records):
-        mine = [r for r in records if r.history_key == key]
+    plotted = [r for r in records if r.measurement.rsplit("/", 1)[-1] in plot.COLORS]  # MISS/HIT series only
+    for key in dict.fromkeys(r.history_key for r in plotted):
+        mine = [r for r in plotted if r.history_key == key]
         measurements = {r.measurement: r.samples for r in mine}
         stored = {m: [] if root is None else [s for s in load_runs(root, key, m) if s.run_id != run_id]
                   for m in measurements}

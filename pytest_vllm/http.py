@@ -92,6 +92,23 @@ class VllmClient:
         return stream_chat(self._http, self.base_url + "/v1/chat/completions",
                            self._chat_payload(messages, params), self.headers(), self.timeout)
 
+    @_transport
+    def stream_completion(self, prompt: str, **params: Any) -> StreamResult:
+        """Streamed /v1/completions, timed like a chat; non-200 is returned, not raised."""
+        return stream_chat(self._http, self.base_url + "/v1/completions",
+                           {"model": self.model, "prompt": prompt, **params}, self.headers(), self.timeout)
+
+    def call(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST a JSON body (the model filled in) and return the JSON answer; raises ApiError on non-200."""
+        response = self.post(path, {"model": self.model, **payload})
+        if response.status_code != 200:
+            raise ApiError(response.status_code, response.text, path)
+        return response.json()
+
+    def count_tokens(self, messages: list[dict[str, Any]]) -> int:
+        """Prompt tokens of a chat as the server counts them (its /tokenize, chat template applied)."""
+        return int(self.call("/tokenize", {"messages": messages})["count"])
+
     def metrics(self) -> list[Sample]:
         response = self.get("/metrics", auth=False)
         if response.status_code != 200:

@@ -46,6 +46,7 @@ CAPABILITY_MEANING = {
     "tool_parser": "tool calling (capabilities.tool_parser)",
     "vision": "vision (capabilities.vision)",
     "semantic": "meaningful answers (capabilities.semantic; the tiny random model has none)",
+    "embeddings": "embeddings (capabilities.embeddings: a pooling model serving /v1/embeddings)",
 }
 
 
@@ -106,6 +107,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--accept-regression", action="store_true",
                     help="report TTFT regressions without failing, and make this run the new baseline.")
     # --- end TTFT history ---
+    group.addoption("--soak", type=float, default=None, metavar="MINUTES",
+                    help="run the soak suite (suites/medium/test_soak.py): steady load at the profile's "
+                         "load.soak_rate_rps for MINUTES; fails on any error, restart, unhealthy /health, error "
+                         "line in the server log or memory growth (pytest_vllm.soak). Default: soak skipped.")
 
 
 def _select_profiles(config: pytest.Config) -> dict[str, Profile]:
@@ -158,7 +163,10 @@ def _sigterm_to_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vllm_capability(name): skip unless the profile claims this capability "
-                                       "(reasoning_parser, tool_parser, vision, semantic)")
+                                       "(reasoning_parser, tool_parser, vision, semantic, embeddings)")
+    config.addinivalue_line("markers", "vllm_language(code): skip unless the profile's capabilities.languages "
+                                       "lists this language (en, fr)")
+    config.addinivalue_line("markers", "vllm_soak: the test runs --soak minutes longer than timeouts.test")
     config.stash[PROFILE_ERROR] = None
     config.stash[GRID_FILE_BASELINE] = None
     try:
@@ -242,8 +250,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if name:
             config.stash[ITEM_PROFILE][item.nodeid] = name
         if name in profiles and item.get_closest_marker("timeout") is None:
+            soak_s = 60 * (config.getoption("soak") or 0) if item.get_closest_marker("vllm_soak") else 0
             # func_only: the deployment wait has its own (longer) timeout and must not count here.
-            item.add_marker(pytest.mark.timeout(profiles[name].timeouts["test"], func_only=True))
+            item.add_marker(pytest.mark.timeout(profiles[name].timeouts["test"] + soak_s, func_only=True))
 
 
 def _item_profile(item: pytest.Item) -> str | None:
@@ -260,6 +269,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         for capability in marker.args:
             if not profile.capabilities.get(capability):
                 pytest.skip(f"profile '{name}' does not claim {CAPABILITY_MEANING.get(capability, capability)}")
+    languages = profile.capabilities.get("languages") or []
+    for marker in item.iter_markers("vllm_language"):
+        if marker.args[0] not in languages:
+            pytest.skip(f"profile '{name}' does not select language '{marker.args[0]}' "
+                        f"(capabilities.languages: {languages})")
+
+
+def selected_profiles(config: pytest.Config) -> list[Profile]:
+    """The profiles this run tests (suites size their parameters from them, e.g. concurrency levels)."""
+    return list(config.stash[PROFILES].values())
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]] | None] = {
         "base_url": ((str,), "external backend: URL of a server that is already running"),
         "extra_args": ((list,), "raw extra command-line arguments appended after the flags"),
         "faults": ((list,), "emulator backend: faults to inject (a test instrument)"),
-        "emulator": ((dict,), "emulator backend: {latency: {...}, slow_start_s: N}"),
+        "emulator": ((dict,), "emulator backend: {latency: {...}, slow_start_s: N, degrade_after_s: N}"),
     },
     "model": {
         "path": ((str,), "model id or local path given to --model; '@tiny' = the built tiny model"),
@@ -53,6 +53,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]] | None] = {
         "vision": ((bool,), "the deployment accepts images"),
         "max_images": ((int,), "images allowed per prompt"),
         "semantic": ((bool,), "answers are meaningful (false for the random tiny model)"),
+        "embeddings": ((bool,), "the deployment serves /v1/embeddings (a pooling model)"),
+        "languages": ((list,), "languages of the reasoning and tool cases to run: [en, fr] (default both)"),
     },
     "thresholds": {
         "kv_cache_acceleration_min": ((int, float), "minimum TTFT MISS/HIT ratio"),
@@ -64,6 +66,21 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]] | None] = {
         "peak_vram_gib_max": ((int, float), "maximum peak VRAM per GPU"),
         "prefix_cache_hit_rate_min": ((int, float), "minimum share of HIT prompt tokens served from cache (/metrics)"),
         "kv_cache_free_gib_min": ((int, float), "minimum KV-cache memory per GPU after loading (engine log)"),
+        "long_context_ttft_ms_max": ((int, float), "maximum TTFT of the longest long-context prompt"),
+        "output_tokens_per_s_min": ((int, float), "minimum output tokens/s at the highest concurrency level"),
+        "load_ttft_p99_ms_max": ((int, float), "maximum p99 TTFT at any concurrency level"),
+        "load_itl_p99_ms_max": ((int, float), "maximum p99 inter-token latency at any concurrency level"),
+        "vision_ttft_ms_max": ((int, float), "maximum median TTFT with the most images"),
+        "soak_memory_growth_mib_max": ((int, float), "maximum server RSS (and VRAM) growth during a soak"),
+    },
+    "load": {
+        "long_context_fractions": ((list,), "prompt sizes as fractions of max_model_len (default [0.5, 0.9])"),
+        "concurrency": ((list,), "concurrency levels of the throughput sweep (default [1, 4, 16])"),
+        "requests_per_level": ((int,), "requests per concurrency level (default: 4 x the level, at least 8)"),
+        "prompt_tokens": ((int,), "prompt length of throughput and soak requests, tokens (default 256)"),
+        "output_tokens": ((int,), "output length of throughput and soak requests, tokens (default 64)"),
+        "soak_rate_rps": ((int, float), "steady request rate of --soak, requests per second (default 1)"),
+        "vision_rounds": ((int,), "TTFT rounds per image count in the vision TTFT suite (default 3)"),
     },
     "timeouts": {
         "health": ((int, float), "seconds to wait for the deployment to become healthy"),
@@ -83,10 +100,12 @@ DEFAULTS: dict[str, Any] = {
     "model": {},
     "server": {},
     "auth": {},
-    "capabilities": {"semantic": True},
+    "capabilities": {"semantic": True, "languages": ["en", "fr"]},
     "thresholds": {"regression_tolerance": 0.10, "regression_confidence": 0.95, "kv_rounds": 5},
     "timeouts": {"health": 900, "test": 300, "request": 120},
     "hardware": {},
+    "load": {"long_context_fractions": [0.5, 0.9], "concurrency": [1, 4, 16], "prompt_tokens": 256,
+             "output_tokens": 64, "soak_rate_rps": 1.0, "vision_rounds": 3},
 }
 
 
@@ -105,6 +124,7 @@ class Profile:
     thresholds: dict[str, Any]
     timeouts: dict[str, Any]
     hardware: dict[str, Any]
+    load: dict[str, Any]
     chain: tuple[str, ...] = field(default=())  # this profile, then what it extends
 
     @property

@@ -80,6 +80,9 @@ def consume_chunk(result: StreamResult, chunk: dict[str, Any], at: float) -> Non
     carried_text = False
     for choice in chunk.get("choices") or []:
         delta = choice.get("delta") or {}
+        if choice.get("text"):  # /v1/completions streams `text`, not a delta
+            result.content += choice["text"]
+            carried_text = True
         if delta.get("content"):
             result.content += delta["content"]
             carried_text = True

@@ -231,6 +231,48 @@ def _string_literals(path: Path) -> set[str]:
     return found
 
 
+COMPLETION_FIELDS = {"id", "object", "created", "model", "choices", "service_tier", "system_fingerprint", "usage",
+                     "kv_transfer_params", "ec_transfer_params", "metrics"}
+COMPLETION_CHOICE_FIELDS = {"index", "text", "logprobs", "finish_reason", "stop_reason", "token_ids",
+                            "prompt_logprobs", "prompt_token_ids"}
+
+
+def test_completion_body(target):
+    with target.client() as http:
+        body = http.post("/v1/completions", json={"model": target.model, "prompt": "Hello", "max_tokens": 4}).json()
+    assert set(body) == COMPLETION_FIELDS and body["object"] == "text_completion"
+    assert set(body["choices"][0]) == COMPLETION_CHOICE_FIELDS and body["choices"][0]["finish_reason"] == "length"
+    assert body["usage"]["completion_tokens"] == 4
+
+
+def test_completion_stream_text_finish_usage_done(target):
+    request = {"model": target.model, "prompt": "Hello", "max_tokens": 4, "stream": True,
+               "stream_options": {"include_usage": True}}
+    with target.client() as http, http.stream("POST", "/v1/completions", json=request) as response:
+        chunks = _chunks([line for line in response.iter_lines() if line])
+    tokens, usage = chunks[:-1], chunks[-1]
+    assert all(c["object"] == "text_completion" and len(c["choices"]) == 1 for c in tokens)
+    assert [c["choices"][0]["finish_reason"] for c in tokens][-1] == "length"
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 4
+
+
+def test_tokenize_detokenize_bodies(target):
+    text = "Déploiement validé : « ok »,  twice"
+    with target.client() as http:
+        tokens = http.post("/tokenize", json={"model": target.model, "prompt": text}).json()
+        chat = http.post("/tokenize", json={"model": target.model, "messages": ASK}).json()
+        back = http.post("/detokenize", json={"model": target.model, "tokens": tokens["tokens"]}).json()
+    assert set(tokens) == {"count", "max_model_len", "tokens", "token_strs"} and tokens["max_model_len"] == 8192
+    assert tokens["count"] == len(tokens["tokens"]) and chat["count"] > len(ASK[0]["content"].split())
+    assert back == {"prompt": text}
+
+
+def test_a_prompt_over_the_context_is_a_400_naming_the_context(target):
+    response = target.chat([{"role": "user", "content": "word " * 9000}], max_tokens=4)
+    assert response.status_code == 400
+    assert "maximum context length is 8192 tokens" in response.json()["error"]["message"]
+
+
 def test_copied_vllm_messages_are_still_vllms():
     """The emulator's copies of vLLM's messages are still what the installed vLLM says."""
     spec = importlib.util.find_spec("vllm")  # located, not imported (importing vLLM takes seconds)

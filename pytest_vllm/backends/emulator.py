@@ -37,6 +37,7 @@ class EmulatorBackend(Backend):
         self.server = EmulatorServer(d["host"], d["port"], faults=self.faults(), api_key=self.api_key,
                                      latency=LatencyModel(**options.get("latency", {})), model=model,
                                      slow_start_s=float(options.get("slow_start_s", 3600)),
+                                     degrade_after_s=float(options.get("degrade_after_s", 120)),
                                      log_path=self.log_path).start()
 
     def check_alive(self) -> str:

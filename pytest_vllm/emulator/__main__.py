@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-cv", type=float, default=LatencyModel.noise_cv)
     p.add_argument("--seed", type=int, default=LatencyModel.seed)
     p.add_argument("--slow-start-s", type=float, default=3600.0)
+    p.add_argument("--degrade-after-s", type=float, default=120.0, help="fault 'degrading': when the engine fails")
     p.add_argument("--log-file", type=Path, default=None)
     return p
 
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     # A crashed process exits non-zero at once, as a dead vLLM would.
     server = EmulatorServer(args.host, args.port, faults=faults, api_key=args.api_key, latency=latency,
                             model=model, slow_start_s=args.slow_start_s, log_path=args.log_file,
+                            degrade_after_s=args.degrade_after_s,
                             on_crash=lambda: os._exit(70))
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server.start()

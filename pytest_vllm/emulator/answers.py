@@ -11,6 +11,7 @@ tool_args_invalid_json, tool_args_schema_violation.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,18 +81,33 @@ def _schema_breaker(schema: dict[str, Any], args: dict[str, Any]) -> dict[str, A
 class Scripts:
     """The scripted model. Built from the suites' case files; a missing folder means generic answers."""
 
-    def __init__(self, reasoning_cases: list[dict[str, Any]], tool_cases: list[dict[str, Any]]) -> None:
+    def __init__(self, reasoning_cases: list[dict[str, Any]], tool_cases: list[dict[str, Any]],
+                 needle: dict[str, Any] | None = None) -> None:
         self.reasoning_cases = reasoning_cases
         self.tool_cases = tool_cases
+        self.needle = needle or {}
 
     @classmethod
     def from_dir(cls, cases_dir: Path | None = None) -> Scripts:
         folder = cases_dir or DEFAULT_CASES_DIR
 
-        def load(name: str) -> list[dict[str, Any]]:
+        def read(name: str) -> dict[str, Any]:
             path = folder / name
-            return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("cases", []) if path.is_file() else []
-        return cls(load("reasoning.yml"), load("tools.yml"))
+            return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+        return cls(read("reasoning.yml").get("cases", []), read("tools.yml").get("cases", []),
+                   read("long_context.yml"))
+
+    def _recall(self, text: str, faults: frozenset[str]) -> Answer | None:
+        """The long-context case: the needle's code when the question asks for it (lost if the context was
+        cut, fault context_truncated: only the second half of a long prompt is seen)."""
+        if not self.needle or self.needle["question"] not in text:
+            return None
+        if "context_truncated" in faults:
+            text = text[len(text) // 2:]
+        pattern = re.escape(self.needle["needle"]).replace(re.escape("{code}"), r"(\d+)")
+        found = re.search(pattern, text)
+        return Answer("The question asks for a fact stated earlier; I look it up.",
+                      found.group(1) if found else "I could not find an access code in the text.")
 
     @staticmethod
     def _find(cases: list[dict[str, Any]], text: str) -> dict[str, Any] | None:
@@ -115,6 +131,9 @@ class Scripts:
         case = self._find(self.reasoning_cases, user_text)
         if case:
             return self._solve(case, faults)
+        recalled = self._recall(user_text, faults)
+        if recalled:
+            return recalled
         words = " ".join(user_text.split()[:12]).rstrip(".!?")
         return Answer(f"The user wrote: {words}. A short, friendly reply will do.",
                       f"Hello from the pytest-vllm emulator. You said: {words}")

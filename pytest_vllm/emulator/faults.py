@@ -24,6 +24,11 @@ FAULTS: dict[str, str] = {
     "image_ignored": "images are dropped before the model: answers say there is no image",
     "image_limit_not_enforced": "more images than max_images are accepted instead of a 400",
     "tool_delta_no_index": "streamed tool-call deltas carry no 'index' (the OpenAI SDK's stream helper rejects them)",
+    "context_limit_not_enforced": "a prompt longer than max_model_len is accepted instead of vLLM's 400",
+    "context_truncated": "a long prompt loses its first half before the model (silent truncation, a sliding "
+                         "window): a fact stated early is not found",
+    "degrading": "the engine fails degrade_after_s seconds (default 120) after the first chat or completion: "
+                 "/health and every request then answer 503 with vLLM's dead-engine error (what a soak catches)",
 }
 
 

@@ -3,7 +3,8 @@
     with EmulatorServer(port=0, faults=["think_leak"], api_key="k") as emu:
         emu.base_url   # http://127.0.0.1:<port>
 
-Routes: GET /health, /version, /v1/models, /metrics; POST /v1/chat/completions; and, for the
+Routes: GET /health, /version, /v1/models, /metrics; POST /v1/chat/completions, /v1/completions, /tokenize,
+/detokenize (those three in `endpoints`); and, for the
 instrument's own users, GET /emulator/last and /emulator/requests (the injected timing of each
 request: the TTFT ground truth) and POST /emulator/reset (empty prefix cache, counters, records).
 Every chat response also carries `x-emulator-ttft-ms`, `x-emulator-prompt-tokens` and
@@ -27,6 +28,7 @@ from typing import Any
 
 from .answers import Scripts
 from .config import EmulatedModel
+from .endpoints import CompletionChunks, Vocabulary, completion_body, prompt_of, text_tokens, tokenize_body
 from .faults import parse_faults
 from .latency import Clock, LatencyModel, PrefixCache, Timing
 from .parsing import Output, present
@@ -65,7 +67,7 @@ class EmulatorServer:
                  api_key: str | None = None, latency: LatencyModel | None = None,
                  model: EmulatedModel | None = None, cases_dir: Path | None = None,
                  slow_start_s: float = 3600.0, log_path: Path | None = None,
-                 on_crash: Callable[[], None] | None = None) -> None:
+                 on_crash: Callable[[], None] | None = None, degrade_after_s: float = 120.0) -> None:
         self.host, self.port = host, port
         self.faults = parse_faults(faults)
         self.api_key = api_key
@@ -73,6 +75,9 @@ class EmulatorServer:
         self.model = model or EmulatedModel()
         self.scripts = Scripts.from_dir(cases_dir)
         self.slow_start_s = slow_start_s
+        self.degrade_after_s = degrade_after_s
+        self.first_generation_at: float | None = None  # fault 'degrading' counts from here
+        self.vocabulary = Vocabulary()
         self.log_path = log_path
         self.on_crash = on_crash
         self.cache = PrefixCache(self.latency.block_size, self.latency.cache_blocks)
@@ -151,6 +156,13 @@ class EmulatorServer:
     def starting(self) -> bool:
         return "slow_start" in self.faults and time.monotonic() - self.started_at < self.slow_start_s
 
+    @property
+    def degraded(self) -> bool:
+        """Fault 'degrading': the engine has failed, degrade_after_s seconds after the first generation request
+        (not after start: how long a test run takes to get going must not matter)."""
+        first = self.first_generation_at
+        return "degrading" in self.faults and first is not None and time.monotonic() - first >= self.degrade_after_s
+
     # -- chat completions ---------------------------------------------------------------------
     def check_request(self, req: dict[str, Any]) -> list[bytes]:
         """vLLM's validation, in its order; returns the decoded images."""
@@ -201,22 +213,40 @@ class EmulatorServer:
         answer = self.scripts.answer(req, images, self.faults)
         output = present(answer, req, self.model, self.faults)
         tokens = render_prompt(req["messages"], req.get("tools"), images, self.model.image_tokens)
+        return output, *self._schedule(req, tokens, output, "chatcmpl")
+
+    def plan_completion(self, req: dict[str, Any]) -> tuple[Output, Timing, dict[str, Any]]:
+        """/v1/completions: the model's generic reply to the prompt text, no reasoning, no tools."""
+        prompt = req.get("prompt")
+        if not isinstance(prompt, str) or not prompt:
+            raise RequestError.bad("the emulator takes a non-empty string 'prompt'", "prompt")
+        chat_like = {"messages": [{"role": "user", "content": prompt}]}
+        answer = self.scripts.answer(chat_like, [], self.faults)
+        output = present(answer, {"max_tokens": 16, **req, "chat_template_kwargs": {"enable_thinking": False}},
+                         self.model, self.faults)
+        return output, *self._schedule(req, text_tokens(prompt), output, "cmpl")
+
+    def _schedule(self, req: dict[str, Any], tokens: list[str], output: Output,
+                  id_prefix: str) -> tuple[Timing, dict[str, Any]]:
+        """vLLM's context-length check, then the prefix cache and the latency model; the record kept."""
         max_tokens = req.get("max_completion_tokens") or req.get("max_tokens") or 0
-        if len(tokens) + max_tokens > self.model.max_model_len:
+        if len(tokens) + max_tokens > self.model.max_model_len and "context_limit_not_enforced" not in self.faults:
             raise RequestError.bad(f"This model's maximum context length is {self.model.max_model_len} tokens. "
                                    f"However, your request has {len(tokens)} input tokens and asks for "
                                    f"{max_tokens} output tokens. Please reduce the length of the input messages.")
         with self.lock:
+            if self.first_generation_at is None:
+                self.first_generation_at = time.monotonic()
             cached = self.cache.lookup_and_insert(tokens) if self.model.prefix_caching else 0
             uncached = len(tokens) if "no_cache_speedup" in self.faults else None
             timing = self.clock.timing(len(tokens), cached, output.completion_tokens, uncached)
-            record = {"id": f"chatcmpl-{secrets.token_hex(8)}", "prompt_tokens": len(tokens),
+            record = {"id": f"{id_prefix}-{secrets.token_hex(8)}", "prompt_tokens": len(tokens),
                       "cached_tokens": cached, "ttft_ms": round(timing.ttft_s * 1000, 3),
                       "e2e_ms": round(timing.e2e_s * 1000, 3), "completion_tokens": output.completion_tokens,
                       "finish_reason": output.finish_reason, "stream": bool(req.get("stream")),
                       "faults": sorted(self.faults)}
             self.records.append(record)
-        return output, timing, record
+        return timing, record
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -291,6 +321,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return False
         path = self.path.split("?")[0]
+        if self.emu.degraded and not path.startswith("/emulator"):
+            self._send(503, error_body(ENGINE_DEAD_MESSAGE, "ServiceUnavailableError", 503))
+            return False
         if self.emu.starting and not path.startswith("/emulator"):
             self._send(503, error_body("the emulated server is still starting (fault 'slow_start')",
                                        "ServiceUnavailableError", 503))
@@ -328,6 +361,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/emulator/reset":
             emu.reset()
             self._send(200, {"reset": True})
+            return
+        if path in ("/v1/completions", "/tokenize", "/detokenize"):
+            self._other_route(path, raw)
             return
         if path != "/v1/chat/completions":
             self._send(404, {"detail": "Not Found"})
@@ -398,6 +434,72 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk(writer.usage(record["prompt_tokens"]))
         self._chunk(writer.done())
         self._chunk(b"")
+
+
+    # -- /v1/completions, /tokenize, /detokenize (shapes in endpoints.py) --------------------------
+    def _other_route(self, path: str, raw: bytes) -> None:
+        emu = self.emu
+        try:
+            req = self._parse_json(raw)
+            t0 = time.perf_counter()
+            if req.get("model") not in (None, emu.model.served_name):
+                raise RequestError(404, error_body(f"The model `{req.get('model')}` does not exist.",
+                                                   "NotFoundError", 404, "model"))
+            if path == "/tokenize":
+                try:
+                    ids = emu.vocabulary.ids(prompt_of(req, emu.model.image_tokens))
+                except ValueError as exc:
+                    raise RequestError.bad(str(exc)) from None
+                self._send(200, tokenize_body(ids, emu.model.max_model_len))
+                return
+            if path == "/detokenize":
+                try:
+                    self._send(200, {"prompt": emu.vocabulary.text(list(req.get("tokens") or []))})
+                except ValueError as exc:
+                    raise RequestError.bad(str(exc), "tokens") from None
+                return
+            if "http_5xx" in emu.faults:
+                raise RequestError(500, error_body(ENGINE_DEAD_MESSAGE, "InternalServerError", 500))
+            output, timing, record = emu.plan_completion(req)
+        except RequestError as exc:
+            emu.log(f"POST {path} {exc.status}: {json.dumps(exc.body)[:300]}")
+            self._send(exc.status, exc.body)
+            return
+        self._respond_completion(req, output, timing, record, t0)
+
+    def _respond_completion(self, req: dict[str, Any], output: Output, timing: Timing, record: dict[str, Any],
+                            t0: float) -> None:
+        emu, model = self.emu, self.emu.model.served_name
+        headers = {"x-request-id": record["id"], "x-emulator-ttft-ms": str(record["ttft_ms"])}
+        emu.metrics.started()
+        try:
+            if not req.get("stream"):
+                _sleep_until(t0 + timing.e2e_s)
+                self._send(200, completion_body(output, request_id=record["id"], model=model,
+                                                prompt_tokens=record["prompt_tokens"]), headers)
+                return
+            chunks = CompletionChunks(record["id"], model, output)
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream; charset=utf-8")
+            self.send_header("transfer-encoding", "chunked")
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            due = t0 + timing.ttft_s
+            for i in range(len(output.pieces)):
+                due += timing.token_gaps_s[i - 1] if i else 0.0
+                _sleep_until(due)
+                self._chunk(chunks.token(i))
+            if (req.get("stream_options") or {}).get("include_usage"):
+                self._chunk(chunks.usage(record["prompt_tokens"]))
+            self._chunk(b"data: [DONE]\n\n")
+            self._chunk(b"")
+        finally:
+            emu.metrics.finished(prompt_tokens=record["prompt_tokens"], cached_tokens=record["cached_tokens"],
+                                 completion_tokens=record["completion_tokens"], ttft_s=timing.ttft_s,
+                                 finish_reason=output.finish_reason)
+            emu.log(f"POST /v1/completions 200 stream={record['stream']} prompt_tokens={record['prompt_tokens']} "
+                    f"ttft_ms={record['ttft_ms']} completion_tokens={record['completion_tokens']}")
 
 
 def _sleep_until(deadline: float) -> None:

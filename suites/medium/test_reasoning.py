@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pytest_vllm.cases import by_language, language
 from pytest_vllm.http import ApiError
 from pytest_vllm.sdk import reasoning_of
 
@@ -29,7 +30,7 @@ _THINK_BLOCK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
 
 
 def _ask(case: dict) -> list[dict]:
-    instruction = DATA["instructions"][case["kind"]].format(steps=case.get("steps"))
+    instruction = DATA["instructions"][case["kind"]][language(case)].format(steps=case.get("steps"))
     return [{"role": "user", "content": f"{case['prompt']}\n\n{instruction}"}]
 
 
@@ -54,7 +55,7 @@ def _answer_text(completion, case: dict) -> str:
 
 
 @pytest.mark.vllm_capability("semantic")
-@pytest.mark.parametrize("case", ARITHMETIC, ids=[c["id"] for c in ARITHMETIC])
+@pytest.mark.parametrize("case", by_language(ARITHMETIC))
 def test_arithmetic_word_problem_final_answer(vllm_openai, case):
     body = _chat(vllm_openai, _ask(case), max_tokens=DATA["max_tokens"], temperature=0)
     content = _answer_text(body, case)
@@ -69,7 +70,7 @@ def test_arithmetic_word_problem_final_answer(vllm_openai, case):
 
 
 @pytest.mark.vllm_capability("semantic")
-@pytest.mark.parametrize("case", PLANS, ids=[c["id"] for c in PLANS])
+@pytest.mark.parametrize("case", by_language(PLANS))
 def test_plan_has_exactly_the_asked_number_of_steps(vllm_openai, case):
     body = _chat(vllm_openai, _ask(case), max_tokens=DATA["max_tokens"], temperature=0)
     content = _answer_text(body, case)

@@ -25,6 +25,7 @@ import jsonschema
 import pytest
 import yaml
 
+from pytest_vllm.cases import by_language
 from pytest_vllm.http import ApiError, error_message
 from pytest_vllm.profile import Profile
 from pytest_vllm.sdk import CutAtMaxTokens, SdkRejected
@@ -239,13 +240,13 @@ def _auto_calls(openai, profile: Profile, case: dict, decoding: dict) -> list[di
 
 
 @pytest.mark.vllm_capability("semantic")
-@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+@pytest.mark.parametrize("case", by_language(CASES))
 def test_auto_tool_choice_calls_the_right_tool(vllm_openai, vllm_profile, decoding, case):
     _auto_calls(vllm_openai, vllm_profile, case, decoding)
 
 
 @pytest.mark.vllm_capability("semantic")
-@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+@pytest.mark.parametrize("case", by_language(CASES))
 def test_full_turn_uses_the_tool_results(vllm_openai, vllm_profile, decoding, case):
     calls = _auto_calls(vllm_openai, vllm_profile, case, decoding)
     messages, tools = _ask(case)
@@ -263,7 +264,7 @@ def test_full_turn_uses_the_tool_results(vllm_openai, vllm_profile, decoding, ca
 
 
 @pytest.mark.vllm_capability("semantic")
-@pytest.mark.parametrize("case", PARALLEL, ids=[c["id"] for c in PARALLEL])
+@pytest.mark.parametrize("case", by_language(PARALLEL))
 def test_parallel_calls_stream_like_they_return(vllm_openai, vllm_profile, decoding, case):
     messages, tools = _ask(case)
     params = {"tools": tools, "tool_choice": "auto", **decoding}
