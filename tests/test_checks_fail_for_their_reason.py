@@ -94,5 +94,5 @@ def test_a_final_answer_is_read_as_numbers_2018_is_not_18(run_suite, tmp_path):
         emu.scripts._after_tools = lambda messages, faults: Answer("", "In 2018 it was sunny in Paris.")
     result = _run(run_suite, tmp_path, TOOLS, "test_full_turn_uses_the_tool_results and weather_paris",
                   breakage=off_by_a_millennium)
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(failed=2)  # the English case and its French twin
     assert "the reply does not mention ['18']" in result.stdout.str()
