@@ -67,6 +67,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]] | None] = {
         "health": ((int, float), "seconds to wait for the deployment to become healthy"),
         "test": ((int, float), "pytest-timeout limit per suite test, seconds"),
         "request": ((int, float), "client timeout per HTTP request, seconds"),
+        "stop": ((int, float), "seconds a server we started gets between SIGTERM and SIGKILL"),
     },
     "hardware": {
         "gpus": ((int,), "number of GPUs the deployment uses"),
@@ -83,7 +84,7 @@ DEFAULTS: dict[str, Any] = {
     "auth": {},
     "capabilities": {"semantic": True},
     "thresholds": {"regression_tolerance": 0.10, "regression_confidence": 0.95, "kv_rounds": 5},
-    "timeouts": {"health": 900, "test": 300, "request": 120},
+    "timeouts": {"health": 900, "test": 300, "request": 120, "stop": 2},
     "hardware": {},
 }
 
