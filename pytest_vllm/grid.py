@@ -148,8 +148,8 @@ def _delta(value: Any, base: Any) -> str:
     return f"{(value - base) / base * 100:+.0f}%"
 
 
-def render_report(state: GridState, rank_by: str, baseline: str | None, out_dir: Path) -> Path:
-    """Write grid-report.md, grid-report.json and grid-report.png; return the Markdown path."""
+def render_report(state: GridState, rank_by: str, baseline: str | None, out_dir: Path, chart: bool = True) -> Path:
+    """Write grid-report.md, grid-report.json and (`chart`) grid-report.png; return the Markdown path."""
     rows = rank([_row(n, r) for n, r in state.data["records"].items()], rank_by)
     missing = [p for p in state.data["profiles"] if p not in state.data["records"]]
     base = next((r for r in rows if r["profile"] == baseline), None) if baseline else None
@@ -182,7 +182,8 @@ def render_report(state: GridState, rank_by: str, baseline: str | None, out_dir:
     md.write_text("\n".join(lines), encoding="utf-8")
     atomic_write_json(out_dir / "grid-report.json", {"ranked_by": rank_by, "baseline": baseline, "rows": rows,
                                                      "not_run": missing})
-    _chart(rows, out_dir / "grid-report.png")
+    if chart:
+        _chart(rows, out_dir / "grid-report.png")
     return md
 
 
@@ -253,11 +254,14 @@ class GridRecorder:
         from .plugin import ITEM_PROFILE
         return self.config.stash[ITEM_PROFILE].get(nodeid)
 
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int) -> None:
         if not self.state.data["records"]:
             return
-        md = render_report(self.state, self.rank_by, self.baseline, self.state.path.parent)
+        # Interrupted: the tables at once; the chart (seconds of matplotlib) waits for the --resume run.
+        md = render_report(self.state, self.rank_by, self.baseline, self.state.path.parent,
+                           chart=exitstatus != pytest.ExitCode.INTERRUPTED)
         terminalreporter.section("vllm grid")
         terminalreporter.write_line(md.read_text(encoding="utf-8").split("\n\n![grid]")[0])
-        terminalreporter.write_line(f"grid report: {md} (+ .json, .png); state: {self.state.path}")
+        chart = ", .png" if exitstatus != pytest.ExitCode.INTERRUPTED else ""
+        terminalreporter.write_line(f"grid report: {md} (+ .json{chart}); state: {self.state.path}")
 

@@ -7,6 +7,9 @@
   at once. A second Ctrl-C therefore skips the grace, and never skips the clean-up.
 - A signal inside a stop that is not yet an interruption (a grid moving to its next profile) asks the
   run to end after the current test (`on_deferred`).
+- pytest renders the whole traceback of a KeyboardInterrupt, parsing every source file on it, to print
+  one line: a second or more on a busy machine. ShortInterruptTrace keeps only the frame the signal landed
+  in (the line printed), unless --full-trace asks for everything.
 
 Signal handlers belong to the process, so this state is per process too.
 """
@@ -20,6 +23,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any, ParamSpec, TypeVar
+
+import pytest
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -103,3 +108,18 @@ def _handle(signum: int, frame: FrameType | None) -> None:
             _on_deferred(f"interrupted by {name} while stopping a deployment")
         return
     raise KeyboardInterrupt(name)
+
+
+class ShortInterruptTrace:
+    """Plugin object: trims the KeyboardInterrupt's traceback before pytest renders it (see the module)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        if self.config.option.fulltrace:
+            return
+        landed = excinfo.traceback.filter(lambda entry: entry.frame.code.raw.co_filename != __file__)
+        if len(landed):
+            excinfo.traceback = landed[-1:]

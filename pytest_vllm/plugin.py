@@ -178,6 +178,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     # one that lands while a deployment stops ends the run after the current test instead.
     if not hasattr(session.config, "workerinput"):
         interrupts.install(on_deferred=lambda why: setattr(session, "shouldstop", why))
+        session.config.pluginmanager.register(interrupts.ShortInterruptTrace(session.config), "vllm-interrupts")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
