@@ -31,7 +31,8 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _hurry = threading.Event()  # set by any signal after the first, or inside a stop: no more grace
 _shields = 0
 _signalled = 0
-_installed: list[tuple[dict[int, Any], Callable[[str], None] | None, int]] = []  # what each install() replaced
+# what each install() replaced: handlers, on_deferred, signal count, hurried
+_installed: list[tuple[dict[int, Any], Callable[[str], None] | None, int, bool]] = []
 _on_deferred: Callable[[str], None] | None = None
 
 P = ParamSpec("P")
@@ -51,7 +52,7 @@ def install(on_deferred: Callable[[str], None] | None = None) -> bool:
         previous = {sig: signal.signal(sig, _handle) for sig in SIGNALS}
     except ValueError:  # not the main thread
         return False
-    _installed.append((previous, _on_deferred, _signalled))
+    _installed.append((previous, _on_deferred, _signalled, _hurry.is_set()))
     _on_deferred, _signalled = on_deferred, 0
     _hurry.clear()
     return True
@@ -62,9 +63,11 @@ def restore() -> None:
     global _on_deferred, _signalled
     if not _installed:
         return
-    previous, _on_deferred, _signalled = _installed.pop()
+    previous, _on_deferred, _signalled, hurried_before = _installed.pop()
     for sig, handler in previous.items():
         signal.signal(sig, handler)
+    if not hurried_before:
+        _hurry.clear()
 
 
 def hurried() -> bool:

@@ -115,12 +115,12 @@ class ProcessBackend(Backend):
             atexit.unregister(self.stop)
             _signal_group(proc.pid, signal.SIGTERM)
             deadline = time.monotonic() + float(self.profile.timeouts["stop"])
-            while _group_members(proc.pid) and time.monotonic() < deadline and not interrupts.grace(0.05):
+            while group_members(proc.pid) and time.monotonic() < deadline and not interrupts.grace(0.05):
                 proc.poll()  # reap our child as soon as it exits: a zombie still counts as a member
-            if _group_members(proc.pid):
+            if group_members(proc.pid):
                 _signal_group(proc.pid, signal.SIGKILL)
             deadline = time.monotonic() + KILLED_GONE_S
-            while _group_members(proc.pid) and time.monotonic() < deadline:
+            while group_members(proc.pid) and time.monotonic() < deadline:
                 proc.poll()
                 time.sleep(0.02)
             proc.poll()
@@ -146,7 +146,7 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def _group_members(pgid: int) -> list[int]:
+def group_members(pgid: int) -> list[int]:
     """Live (not zombie) processes of this process group, read from /proc."""
     members = []
     for entry in os.listdir("/proc"):
