@@ -13,6 +13,7 @@ not recorded as finished.
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import statistics
 import sys
@@ -26,6 +27,7 @@ import interrupting  # noqa: E402 - tests/ holds the harness the tests use too
 BACKENDS = {"process": ("cpu_tiny_intr", 8064), "compose": ("compose_intr", 8029), "emulator": ("emu_intr", None)}
 STARTING_PROFILE = {"emulator": "emu_intr_b"}  # the emulator starts in 0.2 s: take the one that never gets there
 PROFILE_DIRS = [interrupting.DATA / "profiles", interrupting.REPO / "profiles"]
+STOPPED = re.compile(r"(server stopped in [\d.]+s \([^)]*\)|compose project \S+ down in [\d.]+s)")
 
 
 def leftovers(backend: str, profile: str, port: int | None, run: interrupting.Interrupted) -> list[str]:
@@ -68,10 +70,12 @@ def main(argv: list[str] | None = None) -> int:
                 with tempfile.TemporaryDirectory(prefix="pvllm-intr-") as work:
                     run = interrupting.interrupt(profile, phase, Path(work), PROFILE_DIRS, signals=sigs)
                     left = leftovers(backend, base, port, run)
+                stopped = STOPPED.search(run.output)
                 times.append(run.exit_s)
                 failed |= bool(left) or run.returncode in (0, 1)
                 print(f"{backend:8} {phase:10} {'+'.join(run.signals):14} exit {run.exit_s:5.2f}s rc {run.returncode} "
-                      f"left: {', '.join(left) or 'nothing'}", flush=True)
+                      f"left: {', '.join(left) or 'nothing'}; {stopped.group(1) if stopped else 'no stop line'}",
+                      flush=True)
             rows.append((backend, phase, times))
     print("\nbackend  phase      signals        exit after the signal (s)")
     for backend, phase, times in rows:

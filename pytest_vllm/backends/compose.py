@@ -374,6 +374,7 @@ class ComposeBackend(Backend):
         """`down` with the stop grace, then a label query removes what it left (a broken file, a killed compose,
         a hurried stop): nothing stays."""
         grace = math.ceil(float(self.profile.timeouts["stop"]))  # compose takes whole seconds
+        start = time.monotonic()
         problem = ""
         try:
             result = self._compose("down", "--remove-orphans", "-v", "--timeout", str(grace),
@@ -391,6 +392,8 @@ class ComposeBackend(Backend):
         if problem or left:
             self.settings.progress(f"[vllm] {self.profile.name}: compose {problem or 'down left resources'}; "
                                    f"removed by label: {', '.join(left) or 'nothing'}")
+        self.settings.progress(f"[vllm] {self.profile.name}: compose project {self.project} down in "
+                               f"{time.monotonic() - start:.1f}s")
         if self.follower is not None:
             self.follower.join(timeout=5)
 

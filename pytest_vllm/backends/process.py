@@ -113,17 +113,23 @@ class ProcessBackend(Backend):
         proc, self.proc = self.proc, None
         if proc is not None:
             atexit.unregister(self.stop)
+            start = time.monotonic()
+            grace = float(self.profile.timeouts["stop"])
             _signal_group(proc.pid, signal.SIGTERM)
-            deadline = time.monotonic() + float(self.profile.timeouts["stop"])
-            while group_members(proc.pid) and time.monotonic() < deadline and not interrupts.grace(0.05):
+            while group_members(proc.pid) and time.monotonic() < start + grace and not interrupts.grace(0.05):
                 proc.poll()  # reap our child as soon as it exits: a zombie still counts as a member
-            if group_members(proc.pid):
+            killed = bool(group_members(proc.pid))
+            if killed:
                 _signal_group(proc.pid, signal.SIGKILL)
             deadline = time.monotonic() + KILLED_GONE_S
             while group_members(proc.pid) and time.monotonic() < deadline:
                 proc.poll()
                 time.sleep(0.02)
             proc.poll()
+            how = "SIGKILL " + ("at once (hurried)" if interrupts.hurried() else f"after the {grace:g}s grace") \
+                if killed else "SIGTERM"
+            self.settings.progress(f"[vllm] {self.profile.name}: server stopped in {time.monotonic() - start:.1f}s "
+                                   f"({how})")
         tmp_dir, self._tmp_dir = self._tmp_dir, None
         if tmp_dir is not None:
             shutil.rmtree(tmp_dir, ignore_errors=True)
