@@ -5,6 +5,8 @@
 - A stop runs shielded: a signal that lands inside it never raises (that would abandon the server
   half-stopped, with no one left to kill it); it cuts the stop's grace short instead, so the SIGKILL goes
   at once. A second Ctrl-C therefore skips the grace, and never skips the clean-up.
+- Servers register a non-blocking first move (`on_first_signal`: SIGTERM to a process group) made in the
+  handler itself, so their grace runs while pytest unwinds to the teardown that finishes the stop.
 - A signal inside a stop that is not yet an interruption (a grid moving to its next profile) asks the
   run to end after the current test (`on_deferred`).
 - pytest renders the whole traceback of a KeyboardInterrupt, parsing every source file on it, to print
@@ -34,6 +36,7 @@ _signalled = 0
 # what each install() replaced: handlers, on_deferred, signal count, hurried
 _installed: list[tuple[dict[int, Any], Callable[[str], None] | None, int, bool]] = []
 _on_deferred: Callable[[str], None] | None = None
+_first_moves: list[Callable[[], None]] = []
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -70,6 +73,17 @@ def restore() -> None:
         _hurry.clear()
 
 
+def on_first_signal(move: Callable[[], None]) -> None:
+    """Run `move` (quick, non-blocking, never raising) in the handler of the run's first signal."""
+    _first_moves.append(move)
+
+
+def forget(move: Callable[[], None]) -> None:
+    """Undo on_first_signal (the stop is under way, or done)."""
+    if move in _first_moves:
+        _first_moves.remove(move)
+
+
 def hurried() -> bool:
     """True once a stop must not wait any more (second signal, or a signal during a stop)."""
     return _hurry.is_set()
@@ -104,6 +118,9 @@ def _handle(signum: int, frame: FrameType | None) -> None:
     global _signalled
     _signalled += 1
     name = signal.Signals(signum).name
+    if _signalled == 1:
+        for move in list(_first_moves):
+            move()
     if _shields or _signalled > 1:
         _hurry.set()
     if _shields:

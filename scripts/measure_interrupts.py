@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phases", default=",".join(interrupting.PHASES))
     parser.add_argument("--signals", default="SIGINT", help="comma list sent 0.3 s apart, e.g. SIGINT,SIGINT")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--show", default=None, metavar="REGEX", help="print the run's output lines that match")
     args = parser.parse_args(argv)
     sigs = tuple(signal.Signals[s.strip()] for s in args.signals.split(","))
     rows, failed = [], False
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{backend:8} {phase:10} {'+'.join(run.signals):14} exit {run.exit_s:5.2f}s rc {run.returncode} "
                       f"left: {', '.join(left) or 'nothing'}; {stopped.group(1) if stopped else 'no stop line'}",
                       flush=True)
+                if args.show:
+                    print("\n".join(f"    {line}" for line in run.output.splitlines() if re.search(args.show, line)))
             rows.append((backend, phase, times))
     print("\nbackend  phase      signals        exit after the signal (s)")
     for backend, phase, times in rows:

@@ -143,6 +143,18 @@ def test_process_stop_hurried_by_a_second_signal_skips_the_grace(tmp_path, signa
     assert group_members(pgid) == []
 
 
+def test_first_ctrl_c_sends_sigterm_at_once_so_the_grace_runs_while_pytest_unwinds(tmp_path, signals):
+    backend = _stand_in(tmp_path, stop_s=30, program="import time; time.sleep(600)")
+    pgid = backend.proc.pid
+    with pytest.raises(KeyboardInterrupt):
+        _signal_self(signal.SIGINT)
+    deadline = time.monotonic() + 5
+    while group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert group_members(pgid) == [], "the server got SIGTERM with the Ctrl-C, before any teardown"
+    backend.stop()
+
+
 def _compose_backend(tmp_path: Path, stop_s: float, said: list[str] | None = None) -> ComposeBackend:
     profile = load_profile("compose_intr", PROFILE_DIRS)
     profile = dataclasses.replace(profile, timeouts={**profile.timeouts, "stop": stop_s})

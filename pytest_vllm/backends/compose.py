@@ -298,6 +298,13 @@ class ComposeBackend(Backend):
             raise DeploymentError(f"compose project {self.project} is up but has no container for service "
                                   f"'{self.service}'.\n  fix: check deployment.service in {self.profile.path}")
         self._attach(sorted(found, key=lambda c: c.name)[0])
+        if not self.settings.keep_up:
+            interrupts.on_first_signal(self._terminate)
+
+    def _terminate(self) -> None:
+        """At the first Ctrl-C: SIGTERM to the container at once (from a thread: the handler must not block), so
+        vLLM stops while pytest unwinds; `down` then finds little left to wait for."""
+        threading.Thread(target=_sigterm_quietly, args=(self.container,), daemon=True).start()
 
     def _up_with_env_file(self, client: Any) -> None:
         spec = self._service_spec()
@@ -364,6 +371,7 @@ class ComposeBackend(Backend):
 
     @interrupts.shielded
     def stop(self) -> None:
+        interrupts.forget(self._terminate)
         if not self._up:
             return
         self._up = False
@@ -416,6 +424,13 @@ class ComposeBackend(Backend):
 
     def describe(self) -> str:
         return f"compose backend, project {self.project}, service {self.service}, {self.base_url}"
+
+
+def _sigterm_quietly(container: Any) -> None:
+    try:
+        container.kill("SIGTERM")
+    except Exception:  # noqa: BLE001 - gone already, or the engine is slow: `down` does it properly
+        pass
 
 
 def remove_project(project: str) -> list[str]:

@@ -44,6 +44,7 @@ class ProcessBackend(Backend):
     proc: subprocess.Popen[bytes] | None = None
     _exited_at: float = 0.0
     _tmp_dir: Path | None = None
+    _terminated_at: float | None = None  # when SIGTERM went to the group (first Ctrl-C, or stop())
 
     def command(self) -> list[str]:
         d = self.profile.deployment
@@ -86,6 +87,7 @@ class ProcessBackend(Backend):
         self._exit_watch.start()
         if not self.settings.keep_up:
             atexit.register(self.stop)  # last resort if the run dies without teardown
+            interrupts.on_first_signal(self._terminate)
 
     def _watch_exit(self, proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
@@ -106,16 +108,23 @@ class ProcessBackend(Backend):
     def log_tail(self, lines: int = 50) -> list[str]:
         return read_tail(self.log_path, lines)
 
+    def _terminate(self) -> None:
+        """SIGTERM to the server's group, once: at the first Ctrl-C, or when stop() begins."""
+        if self.proc is not None and self._terminated_at is None:
+            self._terminated_at = time.monotonic()
+            _signal_group(self.proc.pid, signal.SIGTERM)
+
     @interrupts.shielded
     def stop(self) -> None:
         """SIGTERM to the server's process group, SIGKILL after timeouts.stop (or at once when hurried),
         then remove the run's temporary folder."""
+        interrupts.forget(self._terminate)
+        self._terminate()
         proc, self.proc = self.proc, None
         if proc is not None:
             atexit.unregister(self.stop)
-            start = time.monotonic()
+            start = self._terminated_at or time.monotonic()
             grace = float(self.profile.timeouts["stop"])
-            _signal_group(proc.pid, signal.SIGTERM)
             while group_members(proc.pid) and time.monotonic() < start + grace and not interrupts.grace(0.05):
                 proc.poll()  # reap our child as soon as it exits: a zombie still counts as a member
             killed = bool(group_members(proc.pid))
