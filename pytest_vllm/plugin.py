@@ -176,13 +176,14 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_sessionstart(session: pytest.Session) -> None:
     # Ctrl-C and SIGTERM (CI cancelling a job) unwind the run and stop what it started (pytest_vllm.interrupts);
     # one that lands while a deployment stops ends the run after the current test instead.
-    if not hasattr(session.config, "workerinput"):
-        interrupts.install(on_deferred=lambda why: setattr(session, "shouldstop", why))
+    if not hasattr(session.config, "workerinput") and \
+            interrupts.install(on_deferred=lambda why: setattr(session, "shouldstop", why)):
         session.config.pluginmanager.register(interrupts.ShortInterruptTrace(session.config), "vllm-interrupts")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    interrupts.restore()
+    if config.pluginmanager.has_plugin("vllm-interrupts"):  # this run installed the handlers: give them back
+        interrupts.restore()
 
 
 def _start_grid(config: pytest.Config, reports_dir: Path) -> None:
