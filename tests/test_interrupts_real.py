@@ -22,8 +22,9 @@ def test_process_interrupted_mid_stream_ends_fast_leaving_nothing(tmp_path):
     interrupting.check_real(interrupting.interrupt("cpu_tiny_intr", "stream", tmp_path, PROFILE_DIRS), 8064)
 
 
-def test_process_interrupted_while_starting_a_second_ctrl_c_skips_the_grace(tmp_path):
+def test_process_interrupted_twice_while_starting_ends_fast_leaving_nothing(tmp_path):
+    # The second Ctrl-C lands in the stop (shielded): it must neither abandon the server nor wait. That it skips
+    # the grace is shown on a server that ignores SIGTERM: tests/test_interrupts.py.
     run = interrupting.interrupt("cpu_tiny_intr", "starting", tmp_path, PROFILE_DIRS,
                                  signals=(signal.SIGINT, signal.SIGINT))
     interrupting.check_real(run, 8064)
-    assert run.exit_s < 2.0 + 0.3, "the second Ctrl-C, 0.3 s after the first, must not wait for the 2 s grace"
