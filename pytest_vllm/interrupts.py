@@ -4,7 +4,9 @@
   KeyboardInterrupt, so pytest unwinds and the deployments are stopped.
 - A stop runs shielded: a signal that lands inside it never raises (that would abandon the server
   half-stopped, with no one left to kill it); it cuts the stop's grace short instead, so the SIGKILL goes
-  at once. A second Ctrl-C therefore skips the grace, and never skips the clean-up.
+  at once. A second Ctrl-C therefore skips the grace, and never skips the clean-up. Outside a stop the
+  second one does not raise either (the run is already unwinding; raising again would only cut its reports
+  short); a third one does, for an operator who wants out whatever is left.
 - Servers register a non-blocking first move (`on_first_signal`: SIGTERM to a process group) made in the
   handler itself, so their grace runs while pytest unwinds to the teardown that finishes the stop.
 - A signal inside a stop that is not yet an interruption (a grid moving to its next profile) asks the
@@ -33,8 +35,9 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _hurry = threading.Event()  # set by any signal after the first, or inside a stop: no more grace
 _shields = 0
 _signalled = 0
-# what each install() replaced: handlers, on_deferred, signal count, hurried
-_installed: list[tuple[dict[int, Any], Callable[[str], None] | None, int, bool]] = []
+_raised = 0  # KeyboardInterrupts raised (and second signals let pass) since install()
+# what each install() replaced: handlers, on_deferred, signal and raise counts, hurried
+_installed: list[tuple[dict[int, Any], Callable[[str], None] | None, int, int, bool]] = []
 _on_deferred: Callable[[str], None] | None = None
 _first_moves: list[Callable[[], None]] = []
 
@@ -50,23 +53,23 @@ def install(on_deferred: Callable[[str], None] | None = None) -> bool:
     """Take over SIGINT and SIGTERM for this run (main thread only; False elsewhere, e.g. embedded pytest).
     `on_deferred(why)` is called when a signal arrived inside a stop and could not raise. Nests (pytester
     runs pytest inside pytest): restore() gives back what this install() replaced."""
-    global _on_deferred, _signalled
+    global _on_deferred, _signalled, _raised
     try:
         previous = {sig: signal.signal(sig, _handle) for sig in SIGNALS}
     except ValueError:  # not the main thread
         return False
-    _installed.append((previous, _on_deferred, _signalled, _hurry.is_set()))
-    _on_deferred, _signalled = on_deferred, 0
+    _installed.append((previous, _on_deferred, _signalled, _raised, _hurry.is_set()))
+    _on_deferred, _signalled, _raised = on_deferred, 0, 0
     _hurry.clear()
     return True
 
 
 def restore() -> None:
     """Give the signals back to whoever had them before the matching install()."""
-    global _on_deferred, _signalled
+    global _on_deferred, _signalled, _raised
     if not _installed:
         return
-    previous, _on_deferred, _signalled, hurried_before = _installed.pop()
+    previous, _on_deferred, _signalled, _raised, hurried_before = _installed.pop()
     for sig, handler in previous.items():
         signal.signal(sig, handler)
     if not hurried_before:
@@ -115,7 +118,7 @@ def shielded(stop: Callable[P, R]) -> Callable[P, R]:
 
 
 def _handle(signum: int, frame: FrameType | None) -> None:
-    global _signalled
+    global _signalled, _raised
     _signalled += 1
     name = signal.Signals(signum).name
     if _signalled == 1:
@@ -127,6 +130,9 @@ def _handle(signum: int, frame: FrameType | None) -> None:
         if _on_deferred is not None:
             _on_deferred(f"interrupted by {name} while stopping a deployment")
         return
+    _raised += 1
+    if _raised == 2:
+        return  # the run is already unwinding from the first: this one only drops the grace
     raise KeyboardInterrupt(name)
 
 

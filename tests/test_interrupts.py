@@ -48,13 +48,14 @@ def _signal_self(sig: signal.Signals) -> None:
 
 # -- the signal rules ---------------------------------------------------------------------------------------
 
-def test_first_signal_interrupts_the_run_and_the_second_also_drops_the_grace(signals):
+def test_first_signal_interrupts_the_second_drops_the_grace_the_third_forces_the_way_out(signals):
     with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
         _signal_self(signal.SIGTERM)
     assert not interrupts.hurried(), "the first signal stops with the grace"
+    _signal_self(signal.SIGINT)  # the run is unwinding already: no second KeyboardInterrupt to cut it short
+    assert interrupts.hurried(), "a second Ctrl-C skips the grace"
     with pytest.raises(KeyboardInterrupt, match="SIGINT"):
         _signal_self(signal.SIGINT)
-    assert interrupts.hurried(), "a second Ctrl-C skips the grace"
 
 
 def test_a_signal_during_a_stop_never_abandons_it_it_hurries_it_and_ends_the_run_after(signals):
@@ -193,19 +194,22 @@ def test_compose_down_hurried_is_abandoned_for_the_label_sweep(tmp_path, monkeyp
 
 # -- whole runs on the emulator, interrupted in each phase -------------------------------------------------
 
-@pytest.mark.parametrize("phase, profile, sig", [
-    ("starting", "emu_intr_b", signal.SIGINT),
-    ("idle", "emu_intr", signal.SIGTERM),
-    ("stream", "emu_intr", signal.SIGINT),
-    ("kv_rounds", "emu_intr", signal.SIGINT),
-])
-def test_emulator_run_ends_within_seconds_in_every_phase(tmp_path, phase, profile, sig):
-    run = interrupting.interrupt(profile, phase, tmp_path, PROFILE_DIRS, signals=(sig,))
-    print(f"\nEMULATOR {phase} {sig.name}: run ended {run.exit_s:.2f}s after the signal")
+@pytest.mark.parametrize("phase, profile, sigs", [
+    ("starting", "emu_intr_b", (signal.SIGINT,)),
+    ("idle", "emu_intr", (signal.SIGTERM,)),
+    ("stream", "emu_intr", (signal.SIGINT,)),
+    ("kv_rounds", "emu_intr", (signal.SIGINT,)),
+    ("stream", "emu_intr", (signal.SIGINT, signal.SIGINT)),  # the second lands while the run finishes
+], ids=["starting", "idle-SIGTERM", "stream", "kv_rounds", "stream-twice"])
+def test_emulator_run_ends_within_seconds_in_every_phase(tmp_path, phase, profile, sigs):
+    run = interrupting.interrupt(profile, phase, tmp_path, PROFILE_DIRS, signals=sigs, between_s=0.05)
+    print(f"\nEMULATOR {phase} {'+'.join(run.signals)}: run ended {run.exit_s:.2f}s after the signal")
     assert run.returncode == pytest.ExitCode.INTERRUPTED, run.output[-3000:]
     assert run.exit_s < EXIT_LIMIT_S, run.output[-3000:]
     assert run.leftover_tmp == []
-    _short_trace(run, sig)
+    if phase != "starting":  # a deployment was up: the run's report is written, even interrupted (twice)
+        assert list(run.reports.glob("runs/*/summary.json")), run.output[-3000:]
+    _short_trace(run, sigs[0])
 
 
 def _short_trace(run: interrupting.Interrupted, sig: signal.Signals) -> None:
