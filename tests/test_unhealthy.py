@@ -56,6 +56,7 @@ def test_started_deployment_answering_503_points_at_its_log(run_suite, monkeypat
     assert out.count(MESSAGE) == 1
     assert "look at: the server log (last lines below) for the engine's first error" in out
     assert "| " in out and "faults: unhealthy_503" in out  # the log's lines are quoted
+    assert "full log: " in out and "-emulator.log" in out
 
 
 def test_timeout_on_an_endpoint_without_a_log_says_no_cause_can_be_read(run_suite):
