@@ -5,6 +5,7 @@ subprocess with its own session (like a terminal's foreground job) and its own e
 in tests/data/interrupt_phases.py announce their phase in a marker file; start-up and grid phases are
 recognised by the plugin's progress lines. Then SIGINT goes to the whole process group (Ctrl-C at a terminal)
 or SIGTERM to pytest alone (a CI runner cancelling the job), and the harness times the exit.
+PVLLM_HARNESS_PLUGINS (comma-separated module names) adds `-p` plugins to the measured runs, e.g. a timing probe.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 PHASE_TESTS = DATA / "interrupt_phases.py"
-# timeouts.stop (2 s) bounds the server's stop; pytest's unwinding and Python's exit add under a second on an
-# idle machine, and more on a loaded 2-core CI runner. Before issue 16: 16.8 s (process), 10.9 s (compose).
-REAL_EXIT_LIMIT_S = 5.0
+# Measured on real vLLM CPU (scripts/measure_interrupts.py): 0.3-1.2 s in every phase but mid-stream, where
+# the run still takes 0.8-6.4 s (server down in 0.5-1.2 s; the rest is in the pytest process, not yet explained).
+# The limit guards against the old behaviour (16.8 s process, 10.9 s compose) without flaking on a loaded runner.
+REAL_EXIT_LIMIT_S = 8.0
 KV_SUITE = REPO / "suites" / "medium" / "test_kv_cache.py"
 EXTRA_PLUGINS = [a for p in os.environ.get("PVLLM_HARNESS_PLUGINS", "").split(",") if p for a in ("-p", p)]
 
