@@ -19,7 +19,7 @@ from typing import Any
 
 from . import engine_config
 from .backends.base import Backend, RunSettings
-from .diagnosis import diagnose
+from .diagnosis import NO_LOG, Diagnosis, diagnose
 from .errors import DeploymentError, HealthTimeout, PreflightError
 from .http import VllmClient
 from .lint import lint_profile
@@ -144,15 +144,21 @@ def preflight(profile: Profile, api_key: str | None, settings: RunSettings) -> N
 
 
 def _with_diagnosis(exc: DeploymentError, backend: Backend) -> DeploymentError:
-    """The same failure, with the cause and the fix named from the full log when the backend did not."""
+    """The same failure, with the cause and the fix named from the full log when the backend did not, and
+    where that log is."""
     if exc.diagnosis:
         return exc
-    log = backend.log_path.read_text(encoding="utf-8", errors="replace") if backend.log_path and \
-        backend.log_path.is_file() else "\n".join(exc.log_tail)
-    found = diagnose(log, timed_out=isinstance(exc, HealthTimeout))
-    if found is None:
+    if backend.log_path is None:
+        found: Diagnosis | None = NO_LOG
+    else:
+        log = backend.log_path.read_text(encoding="utf-8", errors="replace") if backend.log_path.is_file() \
+            else "\n".join(exc.log_tail)
+        found = diagnose(log, timed_out=isinstance(exc, HealthTimeout))
+    log_path = exc.log_path or (str(backend.log_path) if backend.log_path else None)  # where to read on
+    if found is None and log_path == exc.log_path:
         return exc
-    return type(exc)(exc.headline, log_tail=exc.log_tail, log_path=exc.log_path, diagnosis=found.render())
+    return type(exc)(exc.headline, log_tail=exc.log_tail, log_path=log_path,
+                     diagnosis=found.render() if found else None)
 
 
 @contextlib.contextmanager

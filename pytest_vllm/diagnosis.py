@@ -35,6 +35,12 @@ class Diagnosis:
         return f"{self.title} [{self.cause}]\n  evidence: {self.evidence}\n  fix: {self.fix}"
 
 
+# A deployment whose log we cannot see (an external endpoint): say so instead of reading silence as a cause.
+NO_LOG = Diagnosis("no_log", "no cause read from a log: pytest-vllm cannot see this server's log",
+                   "external endpoint: the server runs elsewhere",
+                   "the cause is in the server's own log where it runs; a profile whose backend pytest-vllm starts "
+                   "(process, compose) has its log read and diagnosed here")
+
 Text = str | Callable[[dict[str, str]], str]
 
 

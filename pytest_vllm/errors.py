@@ -49,5 +49,9 @@ class HealthTimeout(DeploymentError):
     """The server did not become healthy in time."""
 
 
+class EngineUnhealthy(DeploymentError):
+    """The server is up and answers /health with 503: its engine has failed; waiting will not help."""
+
+
 class PreflightError(VllmTestError):
     """Preflight found a problem that would make the deployment fail; nothing was started."""

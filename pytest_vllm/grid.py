@@ -220,8 +220,8 @@ def _tradeoffs(rows: list[dict[str, Any]], base: dict[str, Any]) -> list[str]:
 
 
 def render_report(state: GridState, rank_by: str, baseline: str | None, out_dir: Path,
-                  acceleration_floor: float = 1.5) -> Path:
-    """Write grid-report.md, grid-report.json and grid-report.png; return the Markdown path."""
+                  acceleration_floor: float = 1.5, chart: bool = True) -> Path:
+    """Write grid-report.md, grid-report.json and (`chart`) grid-report.png; return the Markdown path."""
     rows = rank([_row(n, r) for n, r in state.data["records"].items()], rank_by)
     missing = [p for p in state.data["profiles"] if p not in state.data["records"]]
     base = next((r for r in rows if r["profile"] == baseline), None) if baseline else None
@@ -279,7 +279,8 @@ def render_report(state: GridState, rank_by: str, baseline: str | None, out_dir:
         "ranked_by": rank_by, "baseline": baseline, "rows": rows, "not_run": missing, "aborted": aborted,
         "recommendation": {"champion": champion and champion["profile"],
                            "rule": RECOMMENDATION_RULE.format(floor=acceleration_floor), "not_eligible": excluded}})
-    _chart(rows, out_dir / "grid-report.png")
+    if chart:
+        _chart(rows, out_dir / "grid-report.png")
     return md
 
 
@@ -366,11 +367,14 @@ class GridRecorder:
         from .plugin import ITEM_PROFILE
         return self.config.stash[ITEM_PROFILE].get(nodeid)
 
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int) -> None:
         if not self.state.data["records"]:
             return
-        md = render_report(self.state, self.rank_by, self.baseline, self.state.path.parent, self.acceleration_floor)
+        # Interrupted: the tables at once; the chart (seconds of matplotlib) waits for the --resume run.
+        md = render_report(self.state, self.rank_by, self.baseline, self.state.path.parent, self.acceleration_floor,
+                           chart=exitstatus != pytest.ExitCode.INTERRUPTED)
         terminalreporter.section("vllm grid")
         terminalreporter.write_line(md.read_text(encoding="utf-8").split("\n\n![grid]")[0])
-        terminalreporter.write_line(f"grid report: {md} (+ .json, .png); state: {self.state.path}")
+        chart = ", .png" if exitstatus != pytest.ExitCode.INTERRUPTED else ""
+        terminalreporter.write_line(f"grid report: {md} (+ .json{chart}); state: {self.state.path}")
 

@@ -268,11 +268,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         session.autosave = get_tag()
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Plot each profile's TTFT history (stored runs plus this one) into the reports folder."""
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Plot each profile's TTFT history (stored runs plus this one) into the reports folder; not when the
+    run was interrupted (Ctrl-C must end it within seconds, matplotlib takes that much)."""
     config = session.config
     records = config.stash.get(RECORDS, [])
-    if not records:
+    if not records or exitstatus == pytest.ExitCode.INTERRUPTED:
         return
     root = storage_dir(config)
     reports_dir = Path(config.getoption("reports_dir"))

@@ -10,15 +10,13 @@ against it, tears it down, then moves to the next profile: one GPU set, one depl
 from __future__ import annotations
 
 import fnmatch
-import signal
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import pytest
 
-from . import engine_config
+from . import engine_config, interrupts
 from .backends.base import RunSettings
 from .deployment import Deployment, deployed
 from .errors import DeploymentError, PreflightError, ProfileError
@@ -40,6 +38,7 @@ SETTINGS = pytest.StashKey[RunSettings]()
 REPORT = pytest.StashKey[RunReport]()
 ITEM_PROFILE = pytest.StashKey[dict[str, str]]()  # test node id -> profile name
 GRID_FILE_BASELINE = pytest.StashKey[str | None]()  # `baseline:` of a grid file given to --profile
+FAILURE_SHOWN = pytest.StashKey[dict[str, str]]()  # profile whose deployment failed -> test that showed it in full
 
 CAPABILITY_MEANING = {
     "reasoning_parser": "reasoning (capabilities.reasoning_parser)",
@@ -156,11 +155,6 @@ def _progress_writer(config: pytest.Config) -> Any:
     return write
 
 
-def _sigterm_to_interrupt(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM (CI cancelling a job, `docker stop`, systemd) then unwinds like Ctrl-C: fixtures tear down.
-    raise KeyboardInterrupt("SIGTERM")
-
-
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vllm_capability(name): skip unless the profile claims this capability "
                                        "(reasoning_parser, tool_parser, vision, semantic, embeddings)")
@@ -185,13 +179,22 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS] = settings
     config.stash[REPORT] = RunReport(run_dir=settings.reports_dir)
     config.stash[ITEM_PROFILE] = {}
+    config.stash[FAILURE_SHOWN] = {}
     config.pluginmanager.register(ResultRecorder(config), "vllm-result-recorder")
     _start_grid(config, reports_dir)
-    if not hasattr(config, "workerinput"):
-        try:
-            signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
-        except ValueError:  # not the main thread (embedded pytest): leave signals alone
-            pass
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Ctrl-C and SIGTERM (CI cancelling a job) unwind the run and stop what it started (pytest_vllm.interrupts);
+    # one that lands while a deployment stops ends the run after the current test instead.
+    if not hasattr(session.config, "workerinput") and \
+            interrupts.install(on_deferred=lambda why: setattr(session, "shouldstop", why)):
+        session.config.pluginmanager.register(interrupts.ShortInterruptTrace(session.config), "vllm-interrupts")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if config.pluginmanager.has_plugin("vllm-interrupts"):  # this run installed the handlers: give them back
+        interrupts.restore()
 
 
 def _start_grid(config: pytest.Config, reports_dir: Path) -> None:
@@ -305,7 +308,27 @@ def vllm_deployment(vllm_profile: Profile, request: pytest.FixtureRequest) -> It
     finally:
         sampler.stop()
     if failure:  # outside the except block: no "during handling of the above exception" noise
-        pytest.fail(f"deployment of profile '{vllm_profile.name}' failed:\n{failure}", pytrace=False)
+        raise DeploymentFailed(vllm_profile.name, failure)
+
+
+class DeploymentFailed(pytest.fail.Exception):
+    """The session fixture's failure: pytest re-raises it for every test of the profile; shown in full once."""
+
+    def __init__(self, profile: str, failure: str) -> None:
+        super().__init__(f"deployment of profile '{profile}' failed:\n{failure}", pytrace=False)
+        self.profile = profile
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """A failed deployment is reported in full on its first test; the others get one line pointing there."""
+    report = yield
+    if call.when == "setup" and call.excinfo is not None and isinstance(call.excinfo.value, DeploymentFailed):
+        profile = call.excinfo.value.profile
+        first = item.config.stash[FAILURE_SHOWN].setdefault(profile, item.nodeid)
+        if first != item.nodeid:
+            report.longrepr = f"deployment of profile '{profile}' failed: shown in full at {first}"
+    return report
 
 
 @pytest.fixture(scope="session")

@@ -86,6 +86,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]] | None] = {
         "health": ((int, float), "seconds to wait for the deployment to become healthy"),
         "test": ((int, float), "pytest-timeout limit per suite test, seconds"),
         "request": ((int, float), "client timeout per HTTP request, seconds"),
+        "stop": ((int, float), "seconds a server we started gets between SIGTERM and SIGKILL"),
     },
     "hardware": {
         "gpus": ((int,), "number of GPUs the deployment uses"),
@@ -102,7 +103,7 @@ DEFAULTS: dict[str, Any] = {
     "auth": {},
     "capabilities": {"semantic": True, "languages": ["en", "fr"]},
     "thresholds": {"regression_tolerance": 0.10, "regression_confidence": 0.95, "kv_rounds": 5},
-    "timeouts": {"health": 900, "test": 300, "request": 120},
+    "timeouts": {"health": 900, "test": 300, "request": 120, "stop": 2},
     "hardware": {},
     "load": {"long_context_fractions": [0.5, 0.9], "concurrency": [1, 4, 16], "prompt_tokens": 256,
              "output_tokens": 64, "soak_rate_rps": 1.0, "vision_rounds": 3},

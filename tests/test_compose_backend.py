@@ -41,6 +41,7 @@ from pytest_vllm.deployment import deployed
 from pytest_vllm.errors import DeploymentError, PreflightError
 from pytest_vllm.profile import load_profile
 
+import interrupting
 from conftest import DATA, PROFILES, REPO, SUITES
 
 HEALTH = str(SUITES / "medium" / "test_health.py")
@@ -346,13 +347,24 @@ def test_interrupt_while_waiting_leaves_nothing(docker_engine, tmp_path, sig):
         else:
             os.kill(proc.pid, sig)  # CI cancelling the job signals the runner's process
         out, _ = proc.communicate(timeout=120)
-        print(f"\nCOMPOSE {sig.name}: run ended {time.monotonic() - signalled:.1f}s after the signal")
+        took = time.monotonic() - signalled
+        print(f"\nCOMPOSE {sig.name}: run ended {took:.1f}s after the signal")
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode != 0, out[-3000:]
     assert leftovers("compose_signal") == [], out[-3000:]
+    assert took < interrupting.REAL_EXIT_LIMIT_S, out[-3000:]
+
+
+@pytest.mark.docker
+@pytest.mark.real
+def test_interrupt_mid_stream_ends_fast_and_leaves_nothing(docker_engine, tmp_path):
+    run = interrupting.interrupt("compose_intr", "stream", tmp_path, PROFILE_DIRS)
+    assert leftovers("compose_intr") == [], run.output[-3000:]
+    assert not list(run.reports.rglob("compose.env")), "the env file holds the key: it must not outlive the run"
+    interrupting.check_real(run, 8029)
 
 
 @pytest.mark.docker

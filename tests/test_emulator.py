@@ -260,11 +260,18 @@ def test_fault_crash_kills_the_server(serve):
         httpx.get(emulator.base_url + "/health", timeout=2)
 
 
-def test_fault_slow_start_answers_503_until_ready(serve):
+def test_fault_slow_start_answers_nothing_until_ready(serve):
     _, client = serve(faults=["slow_start"], slow_start_s=0.3)
-    assert client.get("/health").status_code == 503
+    with pytest.raises(httpx.RemoteProtocolError):  # vLLM never answers 503 while it starts
+        client.get("/health")
     time.sleep(0.35)
     assert client.get("/health").status_code == 200
+
+
+def test_fault_unhealthy_503_answers_health_with_503(serve):
+    _, client = serve(faults=["unhealthy_503"])
+    assert client.get("/health").status_code == 503
+    assert client.get("/v1/models").status_code == 200  # up and answering: only its engine is reported dead
 
 
 @pytest.mark.parametrize("fault, status", [("http_5xx", 500), ("unauthorized_401", 401)])

@@ -10,7 +10,8 @@
   container with profile, run and port; nothing is ever found by a hard-coded container name.
 - check_alive() reads the container's state and health through the docker SDK; the container log is
   followed into reports/ from the first line.
-- stop() runs `down --remove-orphans -v`, then removes by label whatever compose left behind.
+- stop() runs `down --remove-orphans -v --timeout <timeouts.stop>`, then removes by label whatever compose
+  left behind. Hurried (a second Ctrl-C), it does not wait for `down`: the label sweep kills at once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import atexit
 import functools
 import importlib.util
 import json
+import math
 import os
 import re
 import shutil
@@ -31,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .. import interrupts
 from ..errors import DeploymentError, PreflightError, ServerExited
 from ..waiting import HttpHealth
 from .base import Backend, model_path, read_tail, server_args
@@ -46,7 +49,7 @@ from .compose_conflicts import (
 from .compose_image import CPU_IMAGE
 from .process import port_in_use
 
-DOWN_TIMEOUT_S = 10
+DOWN_OVERHEAD_S = 60  # `down` beyond the stop grace: removing containers on a slow engine
 ENGINE_TIMEOUT_S = 10
 SETUP_HINT = "run scripts/docker-setup.sh (installs and starts the Docker engine, Compose v2 and the local image)"
 
@@ -167,9 +170,11 @@ class ComposeBackend(Backend):
         return [self.profile.relative(f) for f in ([files] if isinstance(files, str) else files)]
 
     def _compose(self, *args: str, files: tuple[Path, ...] | None = None, timeout: float | None = None,
-                 ) -> subprocess.CompletedProcess[str]:
+                 hurry: bool = False) -> subprocess.CompletedProcess[str]:
         """`docker compose -p <project> [--env-file <run env> -f <files>...] ARGS`; no files: the project alone,
-        as `down` knows it from its labels (run from the temp folder, so no stray compose.yaml is picked up)."""
+        as `down` knows it from its labels (run from the temp folder, so no stray compose.yaml is picked up).
+        In a session of its own: the terminal's Ctrl-C reaches us, and we decide what compose does.
+        `hurry`: raise interrupts.Hurried (compose killed) as soon as a stop must not wait any more."""
         command = [*compose_command(), "-p", self.project]
         if files:
             command += ["--env-file", str(self.env_file)]
@@ -178,8 +183,25 @@ class ComposeBackend(Backend):
         env = dict(os.environ)
         # Compose lets the shell win over --env-file: the key decided for this run must not be shadowed.
         env.pop(self.profile.auth.get("api_key_env", "VLLM_API_KEY"), None)
-        return subprocess.run([*command, *args], capture_output=True, text=True, env=env, timeout=timeout,
-                              stdin=subprocess.DEVNULL, cwd=None if files else tempfile.gettempdir())
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        with subprocess.Popen([*command, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                              stdin=subprocess.DEVNULL, cwd=None if files else tempfile.gettempdir(),
+                              start_new_session=True) as proc:
+            try:
+                while True:
+                    try:
+                        out, err = proc.communicate(timeout=min(0.1, max(0.0, deadline - time.monotonic())))
+                        break
+                    except subprocess.TimeoutExpired:
+                        if hurry and interrupts.hurried():
+                            raise interrupts.Hurried(f"docker compose {args[0]}") from None
+                        if time.monotonic() >= deadline:
+                            raise subprocess.TimeoutExpired(proc.args, timeout or 0.0) from None
+            except BaseException:  # timed out, Ctrl-C, hurried: compose must not outlive us
+                proc.kill()
+                proc.wait()
+                raise
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     def _compose_failed(self, what: str, result: subprocess.CompletedProcess[str]) -> DeploymentError:
         said = result.stderr or result.stdout
@@ -276,6 +298,13 @@ class ComposeBackend(Backend):
             raise DeploymentError(f"compose project {self.project} is up but has no container for service "
                                   f"'{self.service}'.\n  fix: check deployment.service in {self.profile.path}")
         self._attach(sorted(found, key=lambda c: c.name)[0])
+        if not self.settings.keep_up:
+            interrupts.on_first_signal(self._terminate)
+
+    def _terminate(self) -> None:
+        """At the first Ctrl-C: SIGTERM to the container at once (from a thread: the handler must not block), so
+        vLLM stops while pytest unwinds; `down` then finds little left to wait for."""
+        threading.Thread(target=_sigterm_quietly, args=(self.container,), daemon=True).start()
 
     def _up_with_env_file(self, client: Any) -> None:
         spec = self._service_spec()
@@ -340,7 +369,9 @@ class ComposeBackend(Backend):
     def log_tail(self, lines: int = 50) -> list[str]:
         return read_tail(self.log_path, lines)
 
+    @interrupts.shielded
     def stop(self) -> None:
+        interrupts.forget(self._terminate)
         if not self._up:
             return
         self._up = False
@@ -348,13 +379,18 @@ class ComposeBackend(Backend):
         self._down()
 
     def _down(self) -> None:
-        """`down`, then a label query removes what it left (a broken file, a killed compose): nothing stays."""
+        """`down` with the stop grace, then a label query removes what it left (a broken file, a killed compose,
+        a hurried stop): nothing stays."""
+        grace = math.ceil(float(self.profile.timeouts["stop"]))  # compose takes whole seconds
+        start = time.monotonic()
         problem = ""
         try:
-            result = self._compose("down", "--remove-orphans", "-v", "--timeout", str(DOWN_TIMEOUT_S),
-                                   timeout=DOWN_TIMEOUT_S + 60)
+            result = self._compose("down", "--remove-orphans", "-v", "--timeout", str(grace),
+                                   timeout=grace + DOWN_OVERHEAD_S, hurry=True)
             if result.returncode != 0:
                 problem = f"`down` exited {result.returncode}: {result.stderr.strip()[-500:]}"
+        except interrupts.Hurried:
+            problem = "`down` cut short by a second interrupt"
         except (OSError, subprocess.TimeoutExpired, PreflightError) as exc:
             problem = f"`down` failed: {exc}"
         try:
@@ -364,6 +400,8 @@ class ComposeBackend(Backend):
         if problem or left:
             self.settings.progress(f"[vllm] {self.profile.name}: compose {problem or 'down left resources'}; "
                                    f"removed by label: {', '.join(left) or 'nothing'}")
+        self.settings.progress(f"[vllm] {self.profile.name}: compose project {self.project} down in "
+                               f"{time.monotonic() - start:.1f}s")
         if self.follower is not None:
             self.follower.join(timeout=5)
 
@@ -386,6 +424,13 @@ class ComposeBackend(Backend):
 
     def describe(self) -> str:
         return f"compose backend, project {self.project}, service {self.service}, {self.base_url}"
+
+
+def _sigterm_quietly(container: Any) -> None:
+    try:
+        container.kill("SIGTERM")
+    except Exception:  # noqa: BLE001 - gone already, or the engine is slow: `down` does it properly
+        pass
 
 
 def remove_project(project: str) -> list[str]:

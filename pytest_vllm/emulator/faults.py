@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 FAULTS: dict[str, str] = {
-    "slow_start": "/health answers 503 for slow_start_s seconds (default: longer than any test waits)",
+    "slow_start": "for slow_start_s seconds every request is dropped unanswered, as vLLM does not listen before its "
+                  "engine is up (default: longer than any test waits)",
     "crash": "the server dies on the first chat completion (connection dropped, socket closed)",
     "http_5xx": "every /v1 POST answers 500 with vLLM's dead-engine error body",
+    "unhealthy_503": "/health answers 503, as vLLM does once its engine has died (EngineDeadError)",
     "unauthorized_401": "every /v1 request answers 401, even with the right API key",
     "no_tool_parser": "tool_choice other than 'none' answers 400 as vLLM without --enable-auto-tool-choice",
     "tool_call_in_content": "tool calls come back as '<tool_call>...' text in content, tool_calls empty",

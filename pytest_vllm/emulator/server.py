@@ -325,8 +325,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(503, error_body(ENGINE_DEAD_MESSAGE, "ServiceUnavailableError", 503))
             return False
         if self.emu.starting and not path.startswith("/emulator"):
-            self._send(503, error_body("the emulated server is still starting (fault 'slow_start')",
-                                       "ServiceUnavailableError", 503))
+            self.close_connection = True  # no answer at all: a starting vLLM is not listening yet
             return False
         if path.startswith("/v1") and not self._authorized():
             self._send(401, {"error": "Unauthorized"})
@@ -339,7 +338,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         emu, path = self.emu, self.path.split("?")[0]
         if path == "/health":
-            self._send(200, b"")
+            self._send(503 if "unhealthy_503" in emu.faults else 200, b"")
         elif path == "/version":
             self._send(200, {"version": SERVER_NAME, "note": "pytest-vllm emulator: a test instrument, not vLLM"})
         elif path == "/v1/models":
