@@ -225,6 +225,6 @@ def test_grid_interrupted_between_profiles_records_only_the_finished_one(tmp_pat
     assert run.exit_s < EXIT_LIMIT_S, run.output[-3000:]
     records = run.grid_state()["records"]
     assert list(records) == ["emu_intr_a"] and records["emu_intr_a"]["status"] == "passed"
-    assert "1 not run yet (emu_intr_b; run again with --resume)" in run.output
+    assert "1 not run (emu_intr_b; run again with --resume)" in run.output
     assert not (run.reports / "grid-report.png").exists(), "the chart (seconds of matplotlib) waits for --resume"
     _short_trace(run, signal.SIGINT)

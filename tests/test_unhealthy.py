@@ -39,7 +39,7 @@ def test_external_endpoint_answering_503_fails_fast_reported_once(run_suite):
     out = result.stdout.str()
     print(out[out.index("deployment of profile"):][:1500])
     assert elapsed < 30, f"took {elapsed:.0f}s: the wait ran on as if the server were starting"
-    result.assert_outcomes(errors=7)
+    result.assert_outcomes(errors=8)  # every test of the health suite
     assert out.count(MESSAGE) == 1, "the failure is shown in full once, on the first test"
     assert out.count("deployment of profile 'external' failed: shown in full at suites/medium/test_health.py::"
                      "test_health_endpoint_answers_200[external]") == 6
@@ -52,7 +52,7 @@ def test_started_deployment_answering_503_points_at_its_log(run_suite, monkeypat
     monkeypatch.setenv("PYTEST_VLLM_EMULATOR_FAULTS", "unhealthy_503")
     result = run_suite(HEALTH, "--profile=emulator")
     out = result.stdout.str()
-    result.assert_outcomes(errors=7)
+    result.assert_outcomes(errors=8)  # every test of the health suite
     assert out.count(MESSAGE) == 1
     assert "look at: the server log (last lines below) for the engine's first error" in out
     assert "| " in out and "faults: unhealthy_503" in out  # the log's lines are quoted
