@@ -42,7 +42,7 @@ def test_external_endpoint_answering_503_fails_fast_reported_once(run_suite):
     result.assert_outcomes(errors=8)  # every test of the health suite
     assert out.count(MESSAGE) == 1, "the failure is shown in full once, on the first test"
     assert out.count("deployment of profile 'external' failed: shown in full at suites/medium/test_health.py::"
-                     "test_health_endpoint_answers_200[external]") == 6
+                     "test_health_endpoint_answers_200[external]") == 7
     assert "look at: the server's own log where it runs" in out
     assert "no cause read from a log: pytest-vllm cannot see this server's log [no_log]" in out
     assert "vLLM never got going" not in out and "not healthy after" not in out
