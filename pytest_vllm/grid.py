@@ -10,15 +10,18 @@ report covers every profile of the grid whichever run measured it.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from .atomic import atomic_write_json, atomic_write_text
 from .profile import Profile
+from .reports import RunReport
+from .session import VllmSession
 
 STATE_FILE = "grid-state.json"
 RANK_METRICS = {
@@ -26,16 +29,6 @@ RANK_METRICS = {
     "ttft_hit_ms": ("median TTFT on a cache hit", False),
     "ttft_miss_ms": ("median TTFT on a cache miss", False),
 }
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class GridState:
@@ -77,8 +70,8 @@ def requested_flags(profile: Profile) -> dict[str, Any]:
                                                "enable-chunked-prefill", "max-num-seqs")}
 
 
-def make_record(profile: Profile, report: Any, started: float) -> dict[str, Any]:
-    """What the grid keeps of one finished profile (report: the run's RunReport)."""
+def make_record(profile: Profile, report: RunReport, started: float) -> dict[str, Any]:
+    """What the grid keeps of one finished profile."""
     results = [r for r in report.results if r.profile == profile.name]
     counts: dict[str, int] = {}
     for r in results:
@@ -88,7 +81,8 @@ def make_record(profile: Profile, report: Any, started: float) -> dict[str, Any]
     return {
         "status": status, "counts": counts, "duration_s": round(time.time() - started, 1),
         "requested": requested_flags(profile), "deployment": report.profiles.get(profile.name, {}),
-        "failure": failure, "failed_tests": [r.nodeid for r in results if r.outcome in ("failed", "error")],
+        "failure": asdict(failure) if failure else None,
+        "failed_tests": [r.nodeid for r in results if r.outcome in ("failed", "error")],
         "measurements": report.measurements.get(profile.name, {}),
     }
 
@@ -111,11 +105,11 @@ def _row(name: str, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _cause(record: dict[str, Any]) -> str:
-    if record.get("failure"):
-        lines = [ln for ln in record["failure"].splitlines() if ln.strip()]
-        diagnosis = next((ln for ln in lines if ln.startswith("diagnosis:")), None)
-        headline = next((ln for ln in lines if not ln.startswith("deployment of profile")), lines[0])
-        return headline[:160] + (f" — {diagnosis}" if diagnosis else "")
+    failure = record.get("failure")
+    if failure:  # reports.DeployFailure as a dict
+        headline = (failure["headline"].strip().splitlines() or [""])[0]
+        diagnosis = failure.get("diagnosis")
+        return headline[:160] + (f" — diagnosis: {diagnosis['title']} [{diagnosis['cause']}]" if diagnosis else "")
     if record.get("failed_tests"):
         return "failed: " + ", ".join(t.split("::")[-1] for t in record["failed_tests"][:3])
     return ""
@@ -178,8 +172,7 @@ def render_report(state: GridState, rank_by: str, baseline: str | None, out_dir:
               "the engine ran (start-up log or /metrics), 'requested' what the profile's flags say.",
               "", "![grid](grid-report.png)", ""]
     md = out_dir / "grid-report.md"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    md.write_text("\n".join(lines), encoding="utf-8")
+    atomic_write_text(md, "\n".join(lines))
     atomic_write_json(out_dir / "grid-report.json", {"ranked_by": rank_by, "baseline": baseline, "rows": rows,
                                                      "not_run": missing})
     _chart(rows, out_dir / "grid-report.png")
@@ -219,9 +212,8 @@ def _chart(rows: list[dict[str, Any]], path: Path) -> None:
 class GridRecorder:
     """Plugin object active when several profiles run: records each profile once all its tests are done."""
 
-    def __init__(self, config: pytest.Config, state: GridState, profiles: dict[str, Profile],
-                 rank_by: str, baseline: str | None) -> None:
-        self.config, self.state, self.profiles = config, state, profiles
+    def __init__(self, session: VllmSession, state: GridState, rank_by: str, baseline: str | None) -> None:
+        self.session, self.state = session, state
         self.rank_by, self.baseline = rank_by, baseline
         self.expected: dict[str, int] = {}
         self.finished: dict[str, int] = {}
@@ -229,29 +221,24 @@ class GridRecorder:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         for item in session.items:
-            name = self._profile_of(item.nodeid)
+            name = self.session.item_profile.get(item.nodeid)
             if name:
                 self.expected[name] = self.expected.get(name, 0) + 1
 
     def pytest_runtest_logstart(self, nodeid: str, location: tuple[str, int | None, str]) -> None:
-        name = self._profile_of(nodeid)
+        name = self.session.item_profile.get(nodeid)
         if name:
             self.started.setdefault(name, time.time())
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "teardown":
             return
-        name = self._profile_of(report.nodeid)
+        name = self.session.item_profile.get(report.nodeid)
         if not name:
             return
         self.finished[name] = self.finished.get(name, 0) + 1
         if self.finished[name] == self.expected.get(name):
-            from .plugin import REPORT
-            self.state.record(name, make_record(self.profiles[name], self.config.stash[REPORT], self.started[name]))
-
-    def _profile_of(self, nodeid: str) -> str | None:
-        from .plugin import ITEM_PROFILE
-        return self.config.stash[ITEM_PROFILE].get(nodeid)
+            self.state.record(name, make_record(self.session.profiles[name], self.session.report, self.started[name]))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.state.data["records"]:
@@ -261,3 +248,22 @@ class GridRecorder:
         terminalreporter.write_line(md.read_text(encoding="utf-8").split("\n\n![grid]")[0])
         terminalreporter.write_line(f"grid report: {md} (+ .json, .png); state: {self.state.path}")
 
+
+def start_grid(config: pytest.Config, session: VllmSession) -> None:
+    """Several profiles (or --resume): record each finished profile and rank them at the end.
+    --resume drops the profiles an interrupted grid already finished from the session."""
+    if len(session.profiles) < 2 and not config.getoption("resume"):
+        return
+    path = session.reports_root / STATE_FILE
+    names = list(session.profiles)
+    if config.getoption("resume"):
+        state = GridState.load(path, names)
+        done = state.completed() & set(names)
+        if done:
+            session.settings.progress(f"[vllm] --resume: skipping finished profiles {', '.join(sorted(done))}")
+        session.profiles = {n: p for n, p in session.profiles.items() if n not in done}
+    else:
+        state = GridState(path, names)
+        state.save()
+    recorder = GridRecorder(session, state, config.getoption("grid_rank_by"), config.getoption("grid_baseline"))
+    config.pluginmanager.register(recorder, "vllm-grid")

@@ -18,6 +18,7 @@ files (`--benchmark-compare`, `pytest-benchmark compare`). It files runs under a
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,12 +29,11 @@ import pytest
 
 from . import plot, regression
 from .kv_cache import Series, SeriesResult
-from .plugin import REPORT, SETTINGS
 from .profile import Profile
+from .session import VllmSession
 
 PYTEST_BENCHMARK_DEFAULT_STORAGE = "file://./.benchmarks"
 SCHEMA = 1
-RECORDS = pytest.StashKey[list["Record"]]()
 
 
 class VirtualClock:
@@ -131,6 +131,7 @@ def _benchmark_files(root: Path) -> Iterator[Path]:
         yield from root.glob("*/*.json")
 
 
+@functools.cache  # the GPUs do not change during a run; NVML is asked once
 def gpu_names() -> list[str]:
     """Names of the GPUs NVML sees; [] without NVML or without the telemetry module."""
     try:
@@ -147,6 +148,7 @@ class TtftRecorder:
 
     def __init__(self, request: pytest.FixtureRequest, deployment: Any, benchmark: Any | None) -> None:
         self.config = request.config
+        self.session = VllmSession.of(request.config)
         self.deployment = deployment
         self.profile: Profile = deployment.profile
         self.benchmark = benchmark
@@ -172,9 +174,9 @@ class TtftRecorder:
         info["regression"] = verdict.as_dict()
         if bench is not None:
             bench.extra_info.update(info)
-        self.config.stash.setdefault(RECORDS, []).append(
+        self.session.records.append(
             Record(self.key, self.profile.name, measurement, list(result.rounds_s), verdict.failed))
-        self.config.stash[REPORT].add_measurement(self.profile.name, measurement,
+        self.session.report.add_measurement(self.profile.name, measurement,
                                                   {**result.as_dict(), "regression": verdict.as_dict()})
         if verdict.failed:
             pytest.fail(verdict.message, pytrace=False)
@@ -184,10 +186,10 @@ class TtftRecorder:
         """extra_info of the saved benchmark: what ran, so history can be matched and differences named."""
         d = self.deployment
         return {"schema": SCHEMA, "history_key": self.key, "measurement": measurement, "unit": "s",
-                "run_id": self.config.stash[SETTINGS].run_id, "profile": self.profile.name,
+                "run_id": self.session.settings.run_id, "profile": self.profile.name,
                 "deployment": f"{d.backend.name}:{d.served_model}", "model": d.served_model,
                 "vllm_version": d.vllm_version, "effective_flags": d.engine_config,
-                "profile_flags": self.profile.server, "gpus": _session_gpus(self.config),
+                "profile_flags": self.profile.server, "gpus": gpu_names(),
                 "series": result.as_dict()}
 
     def gate(self, measurement: str, samples: list[float], info: dict[str, Any]) -> regression.Verdict:
@@ -217,15 +219,6 @@ def _check_recorded(bench: Any, result: SeriesResult) -> None:
         raise RuntimeError("pytest-benchmark recorded other durations than the TTFTs measured: a "
                            "@pytest.mark.benchmark(timer=...) on this test overrides pytest_vllm.history.TTFT_CLOCK; "
                            "remove that timer")
-
-
-_GPUS = pytest.StashKey[list[str]]()
-
-
-def _session_gpus(config: pytest.Config) -> list[str]:
-    if _GPUS not in config.stash:
-        config.stash[_GPUS] = gpu_names()
-    return config.stash[_GPUS]
 
 
 def _has_benchmark(config: pytest.Config) -> bool:
@@ -258,20 +251,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Plot each profile's TTFT history (stored runs plus this one) into the reports folder."""
     config = session.config
-    records = config.stash.get(RECORDS, [])
+    run = VllmSession.of(config)
+    records = run.records
     if not records:
         return
     root = storage_dir(config)
-    reports_dir = Path(config.getoption("reports_dir"))
-    run_id = config.stash[SETTINGS].run_id
+    run_id = run.settings.run_id
     for key in dict.fromkeys(r.history_key for r in records):
         mine = [r for r in records if r.history_key == key]
         measurements = {r.measurement: r.samples for r in mine}
         stored = {m: [] if root is None else [s for s in load_runs(root, key, m) if s.run_id != run_id]
                   for m in measurements}
-        path = reports_dir / f"ttft_history_{mine[0].profile}.png"
+        path = run.reports_root / f"ttft_history_{mine[0].profile}.png"
         plot.ttft_history(key, stored, measurements, run_id, any(r.regressed for r in mine), path)
-        config.stash[REPORT].add_measurement(mine[0].profile, "ttft_history_plot", {"path": str(path)})
+        run.report.add_measurement(mine[0].profile, "ttft_history_plot", {"path": str(path)})
 
 
 @pytest.fixture

@@ -19,24 +19,21 @@ from typing import Any
 import pytest
 
 from . import engine_config
-from .backends.base import RunSettings
+from .backends.base import RunSettings, new_run_id
+from .backends.registry import BASE_URL_KIND
 from .deployment import Deployment, deployed
 from .errors import DeploymentError, PreflightError, ProfileError
-from .grid import RANK_METRICS, STATE_FILE, GridRecorder, GridState
+from .grid import RANK_METRICS, start_grid
 from .http import VllmClient
 from .profile import Profile, external_profile, known_profiles, load_profile, profile_dirs
-from .reports import RunReport, TestResult, new_run_dir
+from .reports import DeployFailure, RunReport, TestResult, new_run_dir
+from .session import VllmSession
 from .telemetry import Sampler, snapshot
 
 # Plugin modules loaded with this one (fixtures and hooks of their own concept).
 pytest_plugins = ["pytest_vllm.history"]
 
 DEFAULT_PROFILE = "cpu_tiny"
-PROFILES = pytest.StashKey[dict[str, Profile]]()
-PROFILE_ERROR = pytest.StashKey[ProfileError | None]()
-SETTINGS = pytest.StashKey[RunSettings]()
-REPORT = pytest.StashKey[RunReport]()
-ITEM_PROFILE = pytest.StashKey[dict[str, str]]()  # test node id -> profile name
 
 CAPABILITY_MEANING = {
     "reasoning_parser": "reasoning (capabilities.reasoning_parser)",
@@ -157,25 +154,26 @@ def _sigterm_to_interrupt(signum: int, frame: FrameType | None) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vllm_capability(name): skip unless the profile claims this capability "
                                        "(reasoning_parser, tool_parser, vision, semantic)")
-    config.stash[PROFILE_ERROR] = None
+    profiles: dict[str, Profile] = {}
+    profile_error = None
     try:
-        config.stash[PROFILES] = _select_profiles(config)
+        profiles = _select_profiles(config)
     except ProfileError as exc:
         if config.getoption("profile") is not None:
             raise pytest.UsageError(f"pytest-vllm: {exc}") from None
-        config.stash[PROFILES] = {}
-        config.stash[PROFILE_ERROR] = exc  # only an error if a test actually needs a deployment
-    reports_dir = Path(config.getoption("reports_dir"))
-    settings = RunSettings(reports_dir=reports_dir, api_key=config.getoption("api_key"),
+        profile_error = exc  # only an error if a test actually needs a deployment
+    reports_root = Path(config.getoption("reports_dir"))
+    run_id = new_run_id()
+    run_dir = new_run_dir(reports_root, run_id)
+    settings = RunSettings(run_dir=run_dir, run_id=run_id, api_key=config.getoption("api_key"),
                            base_url=config.getoption("base_url"), keep_up=config.getoption("keep_up"),
                            reuse=config.getoption("reuse"), health_timeout=config.getoption("health_timeout"),
                            progress=_progress_writer(config))
-    settings.reports_dir = new_run_dir(reports_dir, settings.run_id)
-    config.stash[SETTINGS] = settings
-    config.stash[REPORT] = RunReport(run_dir=settings.reports_dir)
-    config.stash[ITEM_PROFILE] = {}
-    config.pluginmanager.register(ResultRecorder(config), "vllm-result-recorder")
-    _start_grid(config, reports_dir)
+    session = VllmSession(profiles, settings, reports_root, RunReport(run_dir=run_dir, reports_root=reports_root),
+                          profile_error=profile_error)
+    session.install(config)
+    config.pluginmanager.register(ResultRecorder(session), "vllm-result-recorder")
+    start_grid(config, session)
     if not hasattr(config, "workerinput"):
         try:
             signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
@@ -183,53 +181,33 @@ def pytest_configure(config: pytest.Config) -> None:
             pass
 
 
-def _start_grid(config: pytest.Config, reports_dir: Path) -> None:
-    """Several profiles (or --resume): record each finished profile and rank them at the end."""
-    profiles = config.stash[PROFILES]
-    if len(profiles) < 2 and not config.getoption("resume"):
-        return
-    path = reports_dir / STATE_FILE
-    if config.getoption("resume"):
-        state = GridState.load(path, list(profiles))
-        done = state.completed() & set(profiles)
-        if done:
-            config.stash[SETTINGS].progress(f"[vllm] --resume: skipping finished profiles {', '.join(sorted(done))}")
-        config.stash[PROFILES] = {n: p for n, p in profiles.items() if n not in done}
-    else:
-        state = GridState(path, list(profiles))
-        state.save()
-    recorder = GridRecorder(config, state, profiles, config.getoption("grid_rank_by"),
-                            config.getoption("grid_baseline"))
-    config.pluginmanager.register(recorder, "vllm-grid")
-
-
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    lines = [snapshot(with_processes=False).header()] if config.stash[PROFILES] else []
-    for p in config.stash[PROFILES].values():
-        backend = "external" if config.getoption("base_url") else p.backend
-        endpoint = config.getoption("base_url") or p.deployment.get("base_url") or \
-            f"http://{p.deployment['host']}:{p.deployment['port']}"
-        lines.append(f"vllm profile: {p.name} ({p.path}), backend {backend}, endpoint {endpoint}, "
-                     f"model {p.served_name or '(from /v1/models)'}")
+    session = VllmSession.of(config)
+    lines = [snapshot(with_processes=False).header()] if session.profiles else []
+    for p in session.profiles.values():
+        backend = BASE_URL_KIND.name if session.settings.base_url else p.backend
+        lines.append(f"vllm profile: {p.name} ({p.path}), backend {backend}, endpoint "
+                     f"{session.settings.endpoint(p)}, model {p.served_name or '(from /v1/models)'}")
     return lines
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "vllm_profile" not in metafunc.fixturenames:
         return
-    config = metafunc.config
-    if config.stash[PROFILE_ERROR] is not None:
-        raise pytest.UsageError(f"pytest-vllm: {config.stash[PROFILE_ERROR]}")
-    names = list(config.stash[PROFILES])
+    session = VllmSession.of(metafunc.config)
+    if session.profile_error is not None:
+        raise pytest.UsageError(f"pytest-vllm: {session.profile_error}")
+    names = list(session.profiles)
     metafunc.parametrize("vllm_profile", names, indirect=True, scope="session", ids=names)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    profiles = config.stash[PROFILES]
+    session = VllmSession.of(config)
+    profiles = session.profiles
     for item in items:
         name = _item_profile(item)
         if name:
-            config.stash[ITEM_PROFILE][item.nodeid] = name
+            session.item_profile[item.nodeid] = name
         if name in profiles and item.get_closest_marker("timeout") is None:
             # func_only: the deployment wait has its own (longer) timeout and must not count here.
             item.add_marker(pytest.mark.timeout(profiles[name].timeouts["test"], func_only=True))
@@ -244,7 +222,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     name = _item_profile(item)
     if name is None:
         return
-    profile = item.config.stash[PROFILES][name]
+    profile = VllmSession.of(item.config).profiles[name]
     for marker in item.iter_markers("vllm_capability"):
         for capability in marker.args:
             if not profile.capabilities.get(capability):
@@ -254,24 +232,25 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.fixture(scope="session")
 def vllm_profile(request: pytest.FixtureRequest) -> Profile:
     """The profile under test (parametrized over --profile)."""
-    return request.config.stash[PROFILES][request.param]
+    return VllmSession.of(request.config).profiles[request.param]
 
 
 @pytest.fixture(scope="session")
 def vllm_deployment(vllm_profile: Profile, request: pytest.FixtureRequest) -> Iterator[Deployment]:
     """The healthy deployment of the profile: brought up once per profile, always torn down."""
-    config = request.config
-    report = config.stash[REPORT]
+    session = VllmSession.of(request.config)
+    report = session.report
     failure = ""
     sampler = Sampler().start()  # GPU memory/utilisation through the session; "unavailable" without NVML
     try:
-        with deployed(vllm_profile, config.stash[SETTINGS]) as deployment:
+        with deployed(vllm_profile, session.settings) as deployment:
             deployment.telemetry = sampler
             report.profiles[vllm_profile.name] = deployment.describe()
             yield deployment
             report.profiles[vllm_profile.name]["gpu"] = sampler.result().to_dict()
     except (DeploymentError, PreflightError) as exc:
-        report.deploy_failures[vllm_profile.name] = failure = str(exc)
+        report.deploy_failures[vllm_profile.name] = DeployFailure.of(exc)
+        failure = str(exc)
     finally:
         sampler.stop()
     if failure:  # outside the except block: no "during handling of the above exception" noise
@@ -287,14 +266,14 @@ def vllm_client(vllm_deployment: Deployment) -> VllmClient:
 @pytest.fixture(scope="session")
 def vllm_report(request: pytest.FixtureRequest) -> RunReport:
     """The run's report: suites add measurements with `vllm_report.add_measurement(profile, name, data)`."""
-    return request.config.stash[REPORT]
+    return VllmSession.of(request.config).report
 
 
 class ResultRecorder:
     """Registered per run: records each test's outcome and profile into the run report."""
 
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
+    def __init__(self, session: VllmSession) -> None:
+        self.session = session
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if not (report.when == "call" or (report.when == "setup" and report.outcome != "passed")):
@@ -307,13 +286,13 @@ class ResultRecorder:
             message = "\n".join(said[:20]) if said else text[-2000:]
         elif report.skipped and isinstance(report.longrepr, tuple):
             message = report.longrepr[2]
-        profile = self.config.stash[ITEM_PROFILE].get(report.nodeid)
-        self.config.stash[REPORT].results.append(
+        profile = self.session.item_profile.get(report.nodeid)
+        self.session.report.results.append(
             TestResult(report.nodeid, profile, outcome, round(report.duration, 3), message))
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    report = config.stash[REPORT]
+    report = VllmSession.of(config).report
     if not (report.profiles or report.deploy_failures):
         return  # no deployment was involved (e.g. the project's own unit tests)
     path = report.write()

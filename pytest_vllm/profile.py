@@ -15,14 +15,15 @@ from typing import Any
 
 import yaml
 
+from .backends.registry import KINDS
 from .errors import ProfileError
 
-BACKENDS = ("process", "compose", "external", "emulator")
+DEFAULT_API_KEY_ENV = "VLLM_API_KEY"
 
 # section -> {key: (allowed python types, one-line meaning)}; a section mapped to None is free-form.
 SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]] | None] = {
     "deployment": {
-        "backend": ((str,), "process | compose | external | emulator"),
+        "backend": ((str,), " | ".join(KINDS)),
         "host": ((str,), "address the server binds and we call (default 127.0.0.1)"),
         "port": ((int,), "HTTP port of the OpenAI-compatible server (default 8000)"),
         "env": ((dict,), "extra environment variables for the server"),
@@ -44,7 +45,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]] | None] = {
     },
     "server": None,  # vLLM flags: {flag-name: value}, rendered by render_flags()
     "auth": {
-        "api_key_env": ((str,), "environment variable holding the API key"),
+        "api_key_env": ((str,), f"environment variable holding the API key (default {DEFAULT_API_KEY_ENV})"),
         "generate": ((bool,), "no key given: generate a random one for this run (test servers)"),
     },
     "capabilities": {
@@ -108,6 +109,11 @@ class Profile:
     @property
     def backend(self) -> str:
         return self.deployment["backend"]
+
+    @property
+    def api_key_env(self) -> str:
+        """The variable that holds the API key (auth.api_key_env)."""
+        return self.auth.get("api_key_env") or DEFAULT_API_KEY_ENV
 
     @property
     def served_name(self) -> str:
@@ -243,12 +249,10 @@ def _validate(data: dict[str, Any], path: Path) -> None:
 
 def _check_complete(p: dict[str, Any], path: Path) -> None:
     backend = p["deployment"].get("backend")
-    if backend not in BACKENDS:
+    if backend not in KINDS:
         raise ProfileError(f"unknown backend '{backend}'", file=str(path), key="deployment.backend",
-                           fix=f"use one of: {', '.join(BACKENDS)}")
-    required = {"process": ["model.path"], "compose": ["deployment.compose_files", "deployment.service",
-                                                       "model.path"], "external": [], "emulator": []}[backend]
-    for dotted in required:
+                           fix=f"use one of: {', '.join(KINDS)}")
+    for dotted in KINDS[backend].required:
         section, key = dotted.split(".")
         if not p[section].get(key):
             raise ProfileError(f"missing key '{dotted}' (required by the {backend} backend)",

@@ -31,6 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..diagnosis import Diagnosis
 from ..errors import DeploymentError, PreflightError, ServerExited
 from ..waiting import HttpHealth
 from .base import Backend, model_path, read_tail, server_args
@@ -45,6 +46,7 @@ from .compose_conflicts import (
 )
 from .compose_image import CPU_IMAGE
 from .process import port_in_use
+from .registry import KINDS
 
 DOWN_TIMEOUT_S = 10
 ENGINE_TIMEOUT_S = 10
@@ -88,6 +90,12 @@ def engine() -> Any:
         raise PreflightError(f"the Docker engine is not reachable: {exc}\n  fix: {SETUP_HINT}") from None
 
 
+def health_log(state: dict[str, Any]) -> list[str]:
+    """The container healthcheck's last outputs, `exit N: output`, newest last."""
+    return [f"exit {h.get('ExitCode')}: {(h.get('Output') or '').strip()[:300]}"
+            for h in ((state.get("Health") or {}).get("Log") or [])[-3:]]
+
+
 def container_failure(attrs: dict[str, Any]) -> str | None:
     """Why this container will never serve (exited, dead, restarted, OOM-killed, unhealthy), or None."""
     state = attrs.get("State") or {}
@@ -100,24 +108,20 @@ def container_failure(attrs: dict[str, Any]) -> str | None:
         return (f"restarted {attrs.get('RestartCount', 0)} time(s) by its restart policy: it exited with code "
                 f"{state.get('ExitCode')} (OOMKilled: false)")
     if health.get("Status") == "unhealthy":
-        checks = [f"  exit {h.get('ExitCode')}: {(h.get('Output') or '').strip()[:300]}"
-                  for h in (health.get("Log") or [])[-3:]]
         return (f"unhealthy: its health check failed {health.get('FailingStreak', '?')} time(s) in a row; "
-                "health log:\n" + "\n".join(checks))
+                "health log:\n" + "\n".join(f"  {line}" for line in health_log(state)))
     return None
 
 
-def diagnose(attrs: dict[str, Any]) -> str | None:
-    state = attrs.get("State") or {}
-    if state.get("OOMKilled"):
-        return ("the kernel killed the container for lack of memory: lower --gpu-memory-utilization, "
-                "--max-model-len or --max-num-seqs, or give the container more memory")
-    if state.get("ExitCode") == 137:
-        return "killed by SIGKILL (docker stop/kill, or the host's OOM killer)"
-    if state.get("Status") == "running" and (state.get("Health") or {}).get("Status") == "unhealthy":
-        return ("the compose healthcheck fails: check its URL and port against the server's --host/--port, and "
-                "that its start_period covers the model's loading time")
-    return None
+def healthcheck_hint(state: dict[str, Any]) -> Diagnosis | None:
+    """Compose's own cause, which no server log shows: the container runs but its healthcheck fails."""
+    if state.get("Status") != "running" or (state.get("Health") or {}).get("Status") != "unhealthy":
+        return None
+    checks = health_log(state)
+    return Diagnosis("compose_healthcheck_failing", "the compose healthcheck fails while the container runs",
+                     checks[-1] if checks else "Health.Status: unhealthy",
+                     "check the healthcheck's URL and port against the server's --host/--port, and that its "
+                     "start_period covers the model's loading time")
 
 
 def seconds_since(docker_time: str | None) -> float | None:
@@ -147,14 +151,14 @@ class LogFollower(threading.Thread):
 
 
 class ComposeBackend(Backend):
-    name = "compose"
+    kind = KINDS["compose"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         d = self.profile.deployment
         self.service: str = d["service"]
         self.project = project_name(self.profile.name, self.settings.run_id)
-        self.work_dir = self.settings.reports_dir / "compose" / self.project
+        self.work_dir = self.settings.run_dir / "compose" / self.project
         self.env_file = self.work_dir / "compose.env"
         self.override = self.work_dir / "override.yml"
         self.container: Any = None
@@ -177,7 +181,7 @@ class ComposeBackend(Backend):
                 command += ["-f", str(f)]
         env = dict(os.environ)
         # Compose lets the shell win over --env-file: the key decided for this run must not be shadowed.
-        env.pop(self.profile.auth.get("api_key_env", "VLLM_API_KEY"), None)
+        env.pop(self.profile.api_key_env, None)
         return subprocess.run([*command, *args], capture_output=True, text=True, env=env, timeout=timeout,
                               stdin=subprocess.DEVNULL, cwd=None if files else tempfile.gettempdir())
 
@@ -185,10 +189,12 @@ class ComposeBackend(Backend):
         said = result.stderr or result.stdout
         lines = [line for line in said.splitlines() if line.strip()]
         files = ", ".join(str(f) for f in self.compose_files())
-        local_image = f"No such image: {CPU_IMAGE}" in said
+        missing_image = f"No such image: {CPU_IMAGE}"
+        hint = Diagnosis("local_image_missing", "the local image is not built yet", missing_image,
+                         SETUP_HINT) if missing_image in said else None
         return DeploymentError(f"docker compose {what} failed (exit {result.returncode}) for profile "
                                f"'{self.profile.name}' ({files}); compose said:", log_tail=lines[-30:],
-                               diagnosis=f"the local image is not built yet: {SETUP_HINT}" if local_image else None)
+                               diagnosis=hint)
 
     def interpolation_variables(self) -> dict[str, str]:
         """PYTEST_VLLM_* for compose files: where the server listens and what the host has to mount
@@ -215,7 +221,7 @@ class ComposeBackend(Backend):
                                      "  fix: create it (KEY=VALUE lines) or remove the key")
             inherited = path.read_text(encoding="utf-8")
         text = render_env_file(inherited=inherited, variables=self.interpolation_variables(),
-                               secret_name=self.profile.auth.get("api_key_env", "VLLM_API_KEY"), secret=self.api_key)
+                               secret_name=self.profile.api_key_env, secret=self.api_key)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -287,7 +293,7 @@ class ComposeBackend(Backend):
         self._up = True
         if not self.settings.keep_up:
             atexit.register(self.stop)  # last resort if the run dies without teardown
-        timeout = float(self.settings.health_timeout or self.profile.timeouts["health"])
+        timeout = self.settings.health_timeout_for(self.profile)
         try:
             result = self._compose("up", "-d", "--remove-orphans", files=(*self.compose_files(), self.override),
                                    timeout=timeout)
@@ -301,7 +307,7 @@ class ComposeBackend(Backend):
         """Follow the container's log into reports/. `history`: a container already running (--reuse) has
         its past log written at once, so the effective config can be read from it right away."""
         self.container = container
-        logs = self.settings.reports_dir / "logs"
+        logs = self.settings.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self.log_path = logs / f"{self.profile.name}-{self.settings.run_id}-container.log"
         since = None
@@ -335,7 +341,9 @@ class ComposeBackend(Backend):
         when = f", {ago:.2f}s ago" if ago is not None else ""
         raise ServerExited(f"{self.profile.name}: container {self.container.name} (compose project {self.project}, "
                            f"service {self.service}) {failure}{when}",
-                           log_tail=self.log_tail(), log_path=str(self.log_path), diagnosis=diagnose(attrs))
+                           exit_code=None if state.get("Status") == "running" else state.get("ExitCode"),
+                           oom_killed=bool(state.get("OOMKilled")), health_log=health_log(state),
+                           log_tail=self.log_tail(), log_path=str(self.log_path), diagnosis=healthcheck_hint(state))
 
     def log_tail(self, lines: int = 50) -> list[str]:
         return read_tail(self.log_path, lines)

@@ -12,10 +12,11 @@ import os
 from ..emulator import EmulatedModel, EmulatorServer, LatencyModel
 from ..errors import ServerExited
 from .base import Backend, read_tail
+from .registry import KINDS
 
 
 class EmulatorBackend(Backend):
-    name = "emulator"
+    kind = KINDS["emulator"]
     server: EmulatorServer | None = None
 
     @property
@@ -28,7 +29,7 @@ class EmulatorBackend(Backend):
 
     def start(self) -> None:
         d, p = self.profile.deployment, self.profile
-        logs = self.settings.reports_dir / "logs"
+        logs = self.settings.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self.log_path = logs / f"{p.name}-{self.settings.run_id}-emulator.log"
         options = d.get("emulator", {})

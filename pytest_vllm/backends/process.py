@@ -17,6 +17,7 @@ import time
 
 from ..errors import PreflightError, ServerExited
 from .base import Backend, read_tail, server_args
+from .registry import KINDS
 
 STOP_GRACE_S = 15.0
 
@@ -32,7 +33,7 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 class ProcessBackend(Backend):
-    name = "process"
+    kind = KINDS["process"]
     proc: subprocess.Popen[bytes] | None = None
     _exited_at: float = 0.0
 
@@ -57,9 +58,9 @@ class ProcessBackend(Backend):
             raise PreflightError(
                 f"port {d['port']} on {d['host']} is already in use; another server is listening there.\n"
                 f"  fix: stop it, or set deployment.port in {self.profile.path} to a free port")
-        run_dir = self.settings.reports_dir / "logs"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = run_dir / f"{self.profile.name}-{self.settings.run_id}-server.log"
+        logs = self.settings.run_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.log_path = logs / f"{self.profile.name}-{self.settings.run_id}-server.log"
         command = self.command()
         with self.log_path.open("wb") as log:
             log.write(("$ " + " ".join(command) + "\n").encode())
@@ -86,7 +87,7 @@ class ProcessBackend(Backend):
         raise ServerExited(
             f"vLLM server process (pid {self.proc.pid}) exited with code {code} during start-up "
             f"(noticed {time.monotonic() - self._exited_at:.2f}s after it exited)",
-            log_tail=self.log_tail(), log_path=str(self.log_path))
+            exit_code=code, log_tail=self.log_tail(), log_path=str(self.log_path))
 
     def log_tail(self, lines: int = 50) -> list[str]:
         return read_tail(self.log_path, lines)
