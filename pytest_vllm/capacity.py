@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .backends.registry import kind
 from .lint.consistency import size
 from .lint.findings import Finding, Rule, Severity
 from .profile import Profile
@@ -275,7 +276,7 @@ def capacity_findings(profile: Profile, hardware: Hardware | None = None) -> lis
     """VG* findings for the profile on `hardware` (default: the profile's own `hardware:` section)."""
     file = str(profile.path)
     hw = hardware or hardware_from_profile(profile)
-    if profile.backend == "external":
+    if not kind(profile.backend).owns_server:
         return []
     if hw is None:
         return [CAPACITY_RULES["VG006"](file, "hardware", "no GPU target (a CPU profile?): NVML sees no GPU here "

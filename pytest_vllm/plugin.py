@@ -100,7 +100,8 @@ def _select_profiles(config: pytest.Config) -> dict[str, Profile]:
     spec = config.getoption("profile")
     dirs = [Path(d) for d in config.getoption("profiles_dir") or []] or profile_dirs(config.rootpath)
     if spec is None and base_url:
-        return {"external": external_profile(base_url)}
+        profile = external_profile(base_url)
+        return {profile.name: profile}
     names: list[str] = []
     for part in (spec or DEFAULT_PROFILE).split(","):
         part = part.strip()

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .backends.registry import KINDS
+from .backends.registry import BASE_URL_KIND, KINDS
 from .errors import ProfileError
 
 DEFAULT_API_KEY_ENV = "VLLM_API_KEY"
@@ -318,6 +318,6 @@ def load_profile(name_or_path: str, dirs: list[Path]) -> Profile:
 def external_profile(base_url: str) -> Profile:
     """The implicit profile of `--base-url` without `--profile`: test what answers, claim nothing."""
     merged = copy.deepcopy(DEFAULTS)
-    merged["deployment"].update(backend="external", base_url=base_url)
-    return Profile(name="external", path=Path.cwd() / "--base-url", description=f"endpoint {base_url}",
+    merged["deployment"].update(backend=BASE_URL_KIND.name, base_url=base_url)
+    return Profile(name=BASE_URL_KIND.name, path=Path.cwd() / "--base-url", description=f"endpoint {base_url}",
                    **{section: merged[section] for section in SCHEMA})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
+from ..backends.registry import kind
 from ..profile import Profile, find_profile, normalize_flag, render_flags
 from .composefile import load_yaml
 from .consistency import check_context, check_quantization, last_values, parallelism, size
@@ -36,7 +37,7 @@ def check_profile(profile: Profile) -> list[Finding]:
     """Rules on the profile itself (flags, capabilities, quantization, GPUs, context, duplicates)."""
     file = str(profile.path)
     findings = list(_duplicate_keys(profile))
-    if profile.backend == "external":
+    if not kind(profile.backend).owns_server:
         return findings  # nothing is started: server flags are not ours to check
     uses = profile_flag_uses(profile)
     findings += check_flags(uses, file, in_profile=True)
