@@ -52,14 +52,14 @@ class Deployment:
     def client(self) -> VllmClient:
         if self._client is None:
             self._client = VllmClient(self.base_url, self.api_key, self.served_model,
-                                      timeout=float(self.profile.timeouts["request"]))
+                                      timeout=float(self.profile.timeouts.request))
         return self._client
 
     def openai(self) -> Any:
         """An `openai.OpenAI` client on this deployment, for suites that prefer the SDK."""
         import openai
         return openai.OpenAI(base_url=self.base_url + "/v1", api_key=self.api_key or "EMPTY",
-                             timeout=float(self.profile.timeouts["request"]), max_retries=0)
+                             timeout=float(self.profile.timeouts.request), max_retries=0)
 
     def describe(self) -> dict[str, Any]:
         """What the reports show about this deployment."""
@@ -76,12 +76,12 @@ def resolve_api_key(profile: Profile, settings: RunSettings) -> str | None:
     var = profile.api_key_env
     if os.environ.get(var):
         return os.environ[var]
-    env_file = profile.deployment.get("env_file")
+    env_file = profile.deployment.env_file
     for path in ([profile.relative(env_file)] if env_file else []) + [Path.cwd() / ".env"]:
         value = read_env_file(path).values.get(var) if path.is_file() else None
         if value:
             return value
-    if profile.auth.get("generate"):
+    if profile.auth.generate:
         return secrets.token_urlsafe(36)
     return None
 
@@ -147,7 +147,7 @@ def deployed(profile: Profile, settings: RunSettings) -> Iterator[Deployment]:
             diagnose_failure(exc, backend.log_path)
             raise
         healthy_at = time.monotonic()
-        client = VllmClient(backend.base_url, api_key, "", timeout=float(profile.timeouts["request"]))
+        client = VllmClient(backend.base_url, api_key, "", timeout=float(profile.timeouts.request))
         deployment = Deployment(profile, backend, api_key, _served_model(profile, client),
                                 _effective_config(backend, client))
         client.close()

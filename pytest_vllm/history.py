@@ -208,7 +208,8 @@ class TtftRecorder:
         option, flag = self.config.getoption(name), "--" + name.replace("_", "-")
         if option is not None:
             return float(option), flag
-        return float(self.profile.thresholds[name]), f"thresholds.{name} of profile {self.profile.path}, or {flag}"
+        source = f"thresholds.{name} of profile {self.profile.path}, or {flag}"
+        return float(getattr(self.profile.thresholds, name)), source
 
 
 def _check_recorded(bench: Any, result: SeriesResult) -> None:

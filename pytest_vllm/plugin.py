@@ -211,7 +211,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             session.item_profile[item.nodeid] = name
         if name in profiles and item.get_closest_marker("timeout") is None:
             # func_only: the deployment wait has its own (longer) timeout and must not count here.
-            item.add_marker(pytest.mark.timeout(profiles[name].timeouts["test"], func_only=True))
+            item.add_marker(pytest.mark.timeout(profiles[name].timeouts.test, func_only=True))
 
 
 def _item_profile(item: pytest.Item) -> str | None:
@@ -226,7 +226,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     profile = VllmSession.of(item.config).profiles[name]
     for marker in item.iter_markers("vllm_capability"):
         for capability in marker.args:
-            if not profile.capabilities.get(capability):
+            if not getattr(profile.capabilities, capability, None):
                 pytest.skip(f"profile '{name}' does not claim {CAPABILITY_MEANING.get(capability, capability)}")
 
 

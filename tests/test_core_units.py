@@ -32,7 +32,7 @@ def test_extends_by_relative_path(tmp_path: Path):
     child = tmp_path / "child.yml"
     child.write_text(f"extends: {PROFILES / 'cpu_tiny.yml'}\ndeployment:\n  port: 9999\n")
     p = load_profile(str(child), [PROFILES])
-    assert p.deployment["port"] == 9999 and p.model["path"] == "@tiny"
+    assert p.deployment.port == 9999 and p.model.path == "@tiny"
     assert p.chain == ("child", "cpu_tiny")
 
 

@@ -41,12 +41,12 @@ class RunSettings:
 
     def health_timeout_for(self, profile: Profile) -> float:
         """--health-timeout, else the profile's timeouts.health."""
-        return float(self.health_timeout or profile.timeouts["health"])
+        return float(self.health_timeout or profile.timeouts.health)
 
     def endpoint(self, profile: Profile) -> str:
         """Where the profile's server answers: --base-url, else deployment.base_url, else host:port."""
         d = profile.deployment
-        return self.base_url or d.get("base_url") or f"http://{d['host']}:{d['port']}"
+        return self.base_url or d.base_url or f"http://{d.host}:{d.port}"
 
 
 class Backend(ABC):
@@ -126,6 +126,6 @@ def model_path(value: str) -> str:
 def server_args(profile: Profile, host: str, port: int) -> list[str]:
     """vLLM's command-line arguments for a profile, whichever backend runs it: model, name, where to
     listen, then the profile's flags and raw extra arguments."""
-    return ["--model", model_path(profile.model["path"]), "--served-model-name", profile.served_name,
+    return ["--model", model_path(profile.model.path or ""), "--served-model-name", profile.served_name,
             "--host", host, "--port", str(port), *render_flags(profile.server),
-            *profile.deployment.get("extra_args", [])]
+            *profile.deployment.extra_args]

@@ -156,7 +156,7 @@ class ComposeBackend(Backend):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         d = self.profile.deployment
-        self.service: str = d["service"]
+        self.service: str = d.service
         self.project = project_name(self.profile.name, self.settings.run_id)
         self.work_dir = self.settings.run_dir / "compose" / self.project
         self.env_file = self.work_dir / "compose.env"
@@ -167,8 +167,7 @@ class ComposeBackend(Backend):
 
     # -- compose -------------------------------------------------------------------------------------------
     def compose_files(self) -> list[Path]:
-        files = self.profile.deployment["compose_files"]
-        return [self.profile.relative(f) for f in ([files] if isinstance(files, str) else files)]
+        return [self.profile.relative(f) for f in self.profile.deployment.compose_files or []]
 
     def _compose(self, *args: str, files: tuple[Path, ...] | None = None, timeout: float | None = None,
                  ) -> subprocess.CompletedProcess[str]:
@@ -200,11 +199,11 @@ class ComposeBackend(Backend):
         """PYTEST_VLLM_* for compose files: where the server listens and what the host has to mount
         (this Python and venv, the model when it is a local folder, vLLM's compile cache)."""
         d = self.profile.deployment
-        model = model_path(self.profile.model["path"])
+        model = model_path(self.profile.model.path or "")
         compile_cache = Path(os.environ.get("VLLM_CACHE_ROOT") or
                              Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vllm")
         compile_cache.mkdir(parents=True, exist_ok=True)
-        variables = {"PYTEST_VLLM_HOST": d["host"], "PYTEST_VLLM_PORT": str(d["port"]),
+        variables = {"PYTEST_VLLM_HOST": d.host, "PYTEST_VLLM_PORT": str(d.port),
                      "PYTEST_VLLM_VENV": sys.prefix, "PYTEST_VLLM_PYTHON_HOME": sys.base_prefix,
                      "PYTEST_VLLM_COMPILE_CACHE": str(compile_cache.expanduser())}
         if Path(model).is_dir():
@@ -212,7 +211,7 @@ class ComposeBackend(Backend):
         return variables
 
     def _write_env_file(self) -> None:
-        source = self.profile.deployment.get("env_file")
+        source = self.profile.deployment.env_file
         inherited = ""
         if source:
             path = self.profile.relative(source)
@@ -242,30 +241,30 @@ class ComposeBackend(Backend):
         """
         p, d = self.profile, self.profile.deployment
         if spec.host_network:
-            host, port = d["host"], d["port"]
-        elif d["port"] in spec.published:
-            host, port = "0.0.0.0", spec.published[d["port"]]
+            host, port = d.host, d.port
+        elif d.port in spec.published:
+            host, port = "0.0.0.0", spec.published[d.port]
         else:
             raise PreflightError(
-                f"service '{self.service}' publishes no host port {d['port']} (published: "
-                f"{', '.join(map(str, spec.published)) or 'none'}).\n  fix: add `ports: [\"127.0.0.1:{d['port']}:"
-                f"{d['port']}\"]` to the service, use network_mode: host, or set deployment.port in {p.path}")
+                f"service '{self.service}' publishes no host port {d.port} (published: "
+                f"{', '.join(map(str, spec.published)) or 'none'}).\n  fix: add `ports: [\"127.0.0.1:{d.port}:"
+                f"{d.port}\"]` to the service, use network_mode: host, or set deployment.port in {p.path}")
         return server_args(p, host, port)
 
     # -- preflight -----------------------------------------------------------------------------------------
     def _preflight(self, client: Any, spec: ServiceSpec) -> None:
         d = self.profile.deployment
         running = [c.attrs for c in client.containers.list(filters={"label": PROJECT_LABEL, "status": "running"})]
-        conflicts = find_conflicts(running, d["port"], spec.gpus)
+        conflicts = find_conflicts(running, d.port, spec.gpus)
         if conflicts:
             raise PreflightError(
                 f"profile '{self.profile.name}' cannot start: another deployment is in the way:\n"
                 + "\n".join(f"  - {c}" for c in conflicts)
                 + "\n  fix: stop it (`docker compose -p <project> down`), attach to it with --reuse if it is this "
                   "profile, or change deployment.port / the service's GPU reservation")
-        if port_in_use(d["host"], d["port"]):
+        if port_in_use(d.host, d.port):
             raise PreflightError(
-                f"port {d['port']} on {d['host']} is already in use by a process that is not a compose deployment.\n"
+                f"port {d.port} on {d.host} is already in use by a process that is not a compose deployment.\n"
                 f"  fix: stop it, or set deployment.port in {self.profile.path} to a free port")
 
     # -- Backend -------------------------------------------------------------------------------------------
@@ -287,9 +286,9 @@ class ComposeBackend(Backend):
         spec = self._service_spec()
         self._preflight(client, spec)
         labels = {PROFILE_LABEL: self.profile.name, RUN_LABEL: self.settings.run_id,
-                  PORT_LABEL: str(self.profile.deployment["port"])}
+                  PORT_LABEL: str(self.profile.deployment.port)}
         self.override.write_text(render_override(self.service, self.server_command(spec),
-                                                 self.profile.deployment.get("env", {}), labels), encoding="utf-8")
+                                                 self.profile.deployment.env, labels), encoding="utf-8")
         self._up = True
         if not self.settings.keep_up:
             atexit.register(self.stop)  # last resort if the run dies without teardown
@@ -378,7 +377,7 @@ class ComposeBackend(Backend):
     def find_running(self) -> bool:
         """--reuse: a running, healthy container labelled with this profile and port, answering /health."""
         client = engine()
-        labels = [f"{PROFILE_LABEL}={self.profile.name}", f"{PORT_LABEL}={self.profile.deployment['port']}"]
+        labels = [f"{PROFILE_LABEL}={self.profile.name}", f"{PORT_LABEL}={self.profile.deployment.port}"]
         for container in client.containers.list(filters={"label": labels, "status": "running"}):
             if container_failure(container.attrs) is None and HttpHealth(self.base_url).ready()[0]:
                 self.project = container.labels[PROJECT_LABEL]

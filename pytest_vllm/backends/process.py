@@ -40,12 +40,12 @@ class ProcessBackend(Backend):
     def command(self) -> list[str]:
         d = self.profile.deployment
         return [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-                *server_args(self.profile, d["host"], d["port"])]
+                *server_args(self.profile, d.host, d.port)]
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env.setdefault("HF_HUB_OFFLINE", "1")
-        env.update({k: str(v) for k, v in self.profile.deployment.get("env", {}).items()})
+        env.update({k: str(v) for k, v in self.profile.deployment.env.items()})
         env.pop("VLLM_API_KEY", None)
         if self.api_key:
             # Through the environment, not argv: the key stays out of `ps` and of the report.
@@ -54,9 +54,9 @@ class ProcessBackend(Backend):
 
     def start(self) -> None:
         d = self.profile.deployment
-        if port_in_use(d["host"], d["port"]):
+        if port_in_use(d.host, d.port):
             raise PreflightError(
-                f"port {d['port']} on {d['host']} is already in use; another server is listening there.\n"
+                f"port {d.port} on {d.host} is already in use; another server is listening there.\n"
                 f"  fix: stop it, or set deployment.port in {self.profile.path} to a free port")
         logs = self.settings.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)

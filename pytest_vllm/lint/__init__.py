@@ -76,7 +76,7 @@ def lint_target(target: str, dirs: list[Path], env_file: Path | None = None,
         return lint_compose(path, env_file)
     profile = load_profile(target, dirs)
     if hardware:
-        profile = dataclasses.replace(profile, hardware={**profile.hardware, **hardware})
+        profile = dataclasses.replace(profile, hardware=dataclasses.replace(profile.hardware, **hardware))
     return lint_profile(profile, env_file, extra_rules)
 
 

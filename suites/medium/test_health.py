@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_vllm.metrics import has_vllm_metrics, total
+from pytest_vllm import has_vllm_metrics, total
 
 HELLO = [{"role": "user", "content": "Say hello in one short sentence."}]
 FINISH_REASONS = {"stop", "length"}
@@ -24,7 +24,7 @@ def test_models_lists_the_served_name(vllm_client, vllm_profile):
     assert vllm_client.model in models, (
         f"/v1/models lists {sorted(models)}, not '{vllm_client.model}': check model.served_name in "
         f"{vllm_profile.path} against the server's --served-model-name")
-    expected = vllm_profile.model.get("max_model_len")
+    expected = vllm_profile.model.max_model_len
     if expected:
         got = models[vllm_client.model].get("max_model_len")
         assert got == expected, (
@@ -84,7 +84,7 @@ def test_streamed_chat_completion_is_well_formed(vllm_client):
 
 
 def test_peak_vram_within_the_profile_limit(vllm_deployment, vllm_profile):
-    limit = vllm_profile.thresholds.get("peak_vram_gib_max")
+    limit = vllm_profile.thresholds.peak_vram_gib_max
     if limit is None:
         pytest.skip("the profile sets no thresholds.peak_vram_gib_max")
     telemetry = vllm_deployment.telemetry.result()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pytest_vllm.http import ApiError, error_message
+from pytest_vllm import ApiError, error_message
 
 DATA = yaml.safe_load((Path(__file__).parents[1] / "cases" / "reasoning.yml").read_text(encoding="utf-8"))
 ARITHMETIC = [c for c in DATA["cases"] if c["kind"] == "arithmetic"]
@@ -83,7 +83,7 @@ def test_plan_has_exactly_the_asked_number_of_steps(vllm_client, case):
 @pytest.mark.vllm_capability("reasoning_parser")
 @pytest.mark.parametrize("stream", [False, True], ids=["non-streamed", "streamed"])
 def test_reasoning_is_returned_apart_from_the_content(vllm_client, vllm_profile, stream):
-    parser = vllm_profile.capabilities["reasoning_parser"]
+    parser = vllm_profile.capabilities.reasoning_parser
     messages = _ask(ARITHMETIC[0])
     if stream:
         result = vllm_client.stream_chat(messages, max_tokens=PROTOCOL_MAX_TOKENS, temperature=0)
