@@ -79,6 +79,10 @@ class Comparison:
         """The whole interval lies above 1: larger with at least the stated confidence."""
         return self.low > 1.0
 
+    @property
+    def informative(self) -> bool:
+        return self.low > 0.0 and math.isfinite(self.high)
+
 
 def compare(current: Sequence[float], baseline: Sequence[float], confidence: float = 0.95) -> Comparison:
     """Hodges-Lehmann ratio current/baseline with its Mann-Whitney confidence interval (positive samples)."""
