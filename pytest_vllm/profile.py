@@ -22,13 +22,13 @@ from .profile_schema import (
     SCHEMA,
     SECTIONS,
     TOP_KEYS,
-    Auth,
-    Capabilities,
-    Deployment,
-    Hardware,
-    Model,
-    Thresholds,
-    Timeouts,
+    AuthSection,
+    CapabilitiesSection,
+    DeploymentSection,
+    HardwareSection,
+    ModelSection,
+    ThresholdsSection,
+    TimeoutsSection,
 )
 
 TOP_LEVEL = {*TOP_KEYS, *SCHEMA}
@@ -41,14 +41,14 @@ class Profile:
     name: str
     path: Path
     description: str
-    deployment: Deployment
-    model: Model
+    deployment: DeploymentSection
+    model: ModelSection
     server: dict[str, Any]
-    auth: Auth
-    capabilities: Capabilities
-    thresholds: Thresholds
-    timeouts: Timeouts
-    hardware: Hardware
+    auth: AuthSection
+    capabilities: CapabilitiesSection
+    thresholds: ThresholdsSection
+    timeouts: TimeoutsSection
+    hardware: HardwareSection
     chain: tuple[str, ...] = field(default=())  # this profile, then what it extends
 
     @property

@@ -53,7 +53,7 @@ class Section(Mapping[str, Any]):
 
 
 @dataclass(frozen=True, eq=False)
-class Deployment(Section):
+class DeploymentSection(Section):
     backend: str = key(" \\| ".join(f"`{k}`" for k in KINDS), (str,), "process")
     host: str = key("address the server binds and we call", (str,), "127.0.0.1")
     port: int = key("HTTP port of the OpenAI-compatible server", (int,), 8000)
@@ -68,7 +68,7 @@ class Deployment(Section):
 
 
 @dataclass(frozen=True, eq=False)
-class Model(Section):
+class ModelSection(Section):
     path: str | None = key("model id or local path given to --model; `@tiny` = the built tiny model", (str,))
     served_name: str | None = key("name clients use (--served-model-name)", (str,))
     quantization: str | None = key("awq, gptq, fp8, bf16, fp16, compressed-tensors ...", (str,))
@@ -78,14 +78,14 @@ class Model(Section):
 
 
 @dataclass(frozen=True, eq=False)
-class Auth(Section):
+class AuthSection(Section):
     # None: the run uses DEFAULT_API_KEY_ENV (Profile.api_key_env); lint tells "not named" from the default
     api_key_env: str | None = key(f"environment variable holding the API key (unset: {DEFAULT_API_KEY_ENV})", (str,))
     generate: bool = key("no key given: generate a random one for this run (test servers)", (bool,), False)
 
 
 @dataclass(frozen=True, eq=False)
-class Capabilities(Section):
+class CapabilitiesSection(Section):
     reasoning_parser: str | None = key("the deployment claims reasoning (e.g. qwen3)", (str,))
     tool_parser: str | None = key("the deployment claims tool calling (e.g. hermes)", (str,))
     vision: bool | None = key("the deployment accepts images", (bool,))
@@ -94,7 +94,7 @@ class Capabilities(Section):
 
 
 @dataclass(frozen=True, eq=False)
-class Thresholds(Section):
+class ThresholdsSection(Section):
     kv_cache_acceleration_min: float | None = key("minimum TTFT MISS/HIT ratio", (int, float))
     ttft_hit_ms_max: float | None = key("maximum median TTFT on a cache hit", (int, float))
     ttft_miss_ms_max: float | None = key("maximum median TTFT on a cache miss", (int, float))
@@ -105,14 +105,14 @@ class Thresholds(Section):
 
 
 @dataclass(frozen=True, eq=False)
-class Timeouts(Section):
+class TimeoutsSection(Section):
     health: float = key("seconds to wait for the deployment to become healthy", (int, float), 900)
     test: float = key("pytest-timeout limit per suite test, seconds", (int, float), 300)
     request: float = key("client timeout per HTTP request, seconds", (int, float), 120)
 
 
 @dataclass(frozen=True, eq=False)
-class Hardware(Section):
+class HardwareSection(Section):
     gpus: int | None = key("number of GPUs the deployment uses", (int,))
     gpu_memory_gib: float | None = key("memory of each GPU, GiB", (int, float))
     device_ids: list[str] | None = key("GPU ids reserved for the deployment", (list,))
@@ -120,8 +120,9 @@ class Hardware(Section):
 
 # Section name in YAML -> its class; `server` is free-form (vLLM flags) and stays a dict.
 SECTIONS: dict[str, type[Section]] = {
-    "deployment": Deployment, "model": Model, "auth": Auth, "capabilities": Capabilities,
-    "thresholds": Thresholds, "timeouts": Timeouts, "hardware": Hardware,
+    "deployment": DeploymentSection, "model": ModelSection, "auth": AuthSection,
+    "capabilities": CapabilitiesSection, "thresholds": ThresholdsSection, "timeouts": TimeoutsSection,
+    "hardware": HardwareSection,
 }
 SERVER_MEANING = "vLLM flags as a mapping: `true` → `--flag`, `false` → `--no-flag`, mapping/list → JSON, " \
                  "`null` → omitted"

@@ -9,7 +9,7 @@ import pytest
 
 from pytest_vllm.errors import ProfileError
 from pytest_vllm.profile import known_profiles, load_profile, render_flags
-from pytest_vllm.profile_schema import BEGIN, END, Hardware, Timeouts, markdown_table, write_readme
+from pytest_vllm.profile_schema import BEGIN, END, HardwareSection, TimeoutsSection, markdown_table, write_readme
 
 from conftest import PROFILES, REPO
 
@@ -39,7 +39,7 @@ def test_medium_is_the_seeds_production_deployment():
     assert (p.model.path, p.served_name, p.model.quantization) == ("Qwen/Qwen3-32B-AWQ", "qwen3", "awq")
     assert p.backend == "compose" and p.deployment.service == "medium-qwen3" and p.deployment.port == 5002
     assert p.auth.api_key_env == "VLLM_API_KEY_MEDIUM"
-    assert p.hardware == Hardware(gpus=2, gpu_memory_gib=24, device_ids=["0", "1"])
+    assert p.hardware == HardwareSection(gpus=2, gpu_memory_gib=24, device_ids=["0", "1"])
     assert p.capabilities.reasoning_parser == "qwen3" and p.capabilities.tool_parser == "hermes"
     args = render_flags(p.server)
     assert args[args.index("--tensor-parallel-size") + 1] == "2"
@@ -166,7 +166,7 @@ def test_sections_are_typed_with_their_defaults_and_read_as_mappings(tmp_path: P
     path = tmp_path / "p.yml"
     path.write_text("model:\n  path: m\ncapabilities:\n  tool_parser: hermes\ntimeouts:\n  health: 60\n")
     p = load_profile(str(path), [])
-    assert p.timeouts == Timeouts(health=60, test=300, request=120) and p.timeouts.health == 60
+    assert p.timeouts == TimeoutsSection(health=60, test=300, request=120) and p.timeouts.health == 60
     assert p.deployment.port == 8000 and p.thresholds.kv_rounds == 5 and p.capabilities.semantic is True
     # the mapping view holds the keys that are set, as the former dict sections did
     assert "tool_parser" in p.capabilities and "reasoning_parser" not in p.capabilities
