@@ -5,8 +5,9 @@ derived from these classes, and the README's profile table is `markdown_table()`
 equal; `python -m pytest_vllm profile-schema --write README.md` regenerates it).
 
 Readers use attributes (`profile.timeouts.health`). A section is also a read-only mapping of the keys
-that are set (not None), for code written against the former dict sections: `"tool_parser" in
-profile.capabilities`, `profile.thresholds.get("ttft_hit_ms_max")`.
+that are set (not None), so code written against the former dict sections (branches in flight when
+the sections became typed) keeps working: `"tool_parser" in profile.capabilities`,
+`profile.thresholds.get("ttft_hit_ms_max")`. New code reads attributes.
 """
 
 from __future__ import annotations

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from pytest_vllm import engine_config
+from pytest_vllm.backends.base import RunSettings
+from pytest_vllm.backends.registry import KINDS
+from pytest_vllm.deployment import make_backend
 from pytest_vllm.errors import ProfileError
 from pytest_vllm.metrics import info_labels, parse_metrics, total
-from pytest_vllm.profile import deep_merge, load_profile, render_flags
+from pytest_vllm.profile import deep_merge, external_profile, load_profile, render_flags
 from pytest_vllm.streaming import StreamResult, consume_chunk
 
 from conftest import DATA, PROFILES
@@ -82,3 +86,17 @@ def test_stream_assembly_counts_reasoning_as_first_token_and_joins_tool_calls():
     assert r.tool_calls[0]["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
     assert r.finish_reason == "tool_calls"
     assert r.itl_s == pytest.approx([0.010, 0.020, 0.010])
+
+
+def test_backend_kinds_say_what_they_are_and_only_our_servers_are_ours(tmp_path: Path):
+    for name, kind in KINDS.items():
+        assert kind.backend_class().kind is kind and kind.name == name
+    settings = RunSettings(run_dir=tmp_path)
+    external = make_backend(external_profile("http://127.0.0.1:9"), settings, None)
+    assert external.name == "external" and not external.ours  # never linted, started or stopped
+    process = make_backend(load_profile("cpu_tiny", [PROFILES]), settings, None)
+    assert process.ours and process.base_url == "http://127.0.0.1:8000" == settings.endpoint(process.profile)
+    process.attached = True  # --reuse found it running
+    assert not process.ours
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.run_dir = tmp_path / "elsewhere"  # type: ignore[misc]
