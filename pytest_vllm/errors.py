@@ -30,8 +30,8 @@ class ProfileError(VllmTestError):
 class DeploymentError(VllmTestError):
     """The deployment did not come up, or died. Carries what was last seen and, once known, why.
 
-    `diagnosis` may start as a backend's own hint; `pytest_vllm.deployment` replaces it with what the
-    log and the exit state prove (`pytest_vllm.diagnosis.diagnose`) when they prove something.
+    `diagnosis` may start as a backend's own hint; `pytest_vllm.diagnosis.diagnose_failure` (called by
+    the deployment for every start and wait failure) replaces it when the log and exit state prove more.
     """
 
     def __init__(self, headline: str, *, log_tail: list[str] | None = None, log_path: str | None = None,
