@@ -2,6 +2,7 @@
 
     build-tiny-model   build (or find in the cache) the tiny model of the embedded default
     profiles           list the known profiles with their backend and model
+    profile-schema     print the profile keys as a Markdown table (--write README.md updates it)
     lint TARGET...     preflight lint of profiles and compose files (see `lint --help`)
     render PROFILE...  dry run: the argv, compose override, env names, defaults and lint verdict (nothing starts)
 """
@@ -22,11 +23,20 @@ def _profiles(args: argparse.Namespace) -> int:
     for name in known_profiles(dirs):
         try:
             p = load_profile(name, dirs)
-            print(f"{name:24} {p.backend:9} {p.model.get('path', '-'):40} {p.description}")
+            print(f"{name:24} {p.backend:9} {p.model.path or '-':40} {p.description}")
         except ProfileError as exc:
             print(f"{name:24} INVALID  {exc}")
             status = 1
     return status
+
+
+def _profile_schema(args: argparse.Namespace) -> int:
+    from .profile_schema import markdown_table, write_readme
+    if args.write:
+        print(f"{args.write}: {'updated' if write_readme(Path(args.write)) else 'already up to date'}")
+    else:
+        print(markdown_table(), end="")
+    return 0
 
 
 def _build_tiny_model(args: argparse.Namespace) -> int:
@@ -49,10 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("build-tiny-model", help="build the tiny CPU model (cached); prints its folder")
     listing = sub.add_parser("profiles", help="list known profiles")
     listing.add_argument("--profiles-dir", default=None, help="default: ./profiles")
+    schema = sub.add_parser("profile-schema", help="the profile keys as a Markdown table")
+    schema.add_argument("--write", metavar="README", default=None, help="replace the table in this file")
     sub.add_parser("lint", help="preflight lint (python -m pytest_vllm lint --help)")
     sub.add_parser("render", help="dry run of profiles or a grid file (python -m pytest_vllm render --help)")
     args = parser.parse_args(argv)
-    return {"build-tiny-model": _build_tiny_model, "profiles": _profiles}[args.command](args)
+    commands = {"build-tiny-model": _build_tiny_model, "profiles": _profiles, "profile-schema": _profile_schema}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

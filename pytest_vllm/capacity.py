@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .backends.registry import kind
 from .lint.consistency import size
 from .lint.findings import RULES, Finding, Severity
 from .lint.model_facts import Architecture, facts, quantization_in_id
@@ -82,8 +83,8 @@ def hardware_from_snapshot(snap: Snapshot) -> Hardware | None:
 
 def hardware_from_profile(profile: Profile) -> Hardware | None:
     hw = profile.hardware
-    count = hw.get("gpus") or len(hw.get("device_ids") or [])
-    memory = hw.get("gpu_memory_gib")
+    count = hw.gpus or len(hw.device_ids or [])
+    memory = hw.gpu_memory_gib
     if not count or not memory:
         return None
     return Hardware("profile", int(count), float(memory))
@@ -178,11 +179,11 @@ class Request:
 def request_from_profile(profile: Profile) -> Request:
     names = ("max-model-len", "kv-cache-dtype", "tensor-parallel-size", "pipeline-parallel-size",
              "gpu-memory-utilization")
-    return Request(model=str(profile.model.get("path", "")),
-                   quantization=profile.model.get("quantization") or profile.flag("quantization"),
-                   flags={n: profile.flag(n) for n in names}, parameters_b=profile.model.get("parameters_b"),
-                   max_model_len=profile.model.get("max_model_len"),
-                   multimodal=bool(profile.model.get("multimodal") or profile.capabilities.get("vision")))
+    return Request(model=profile.model.path or "",
+                   quantization=profile.model.quantization or profile.flag("quantization"),
+                   flags={n: profile.flag(n) for n in names}, parameters_b=profile.model.parameters_b,
+                   max_model_len=profile.model.max_model_len,
+                   multimodal=bool(profile.model.multimodal or profile.capabilities.vision))
 
 
 def resolve(request: Request) -> Deployment | str:
@@ -258,7 +259,7 @@ def capacity_findings(profile: Profile, hardware: Hardware | None = None) -> lis
     """VG* findings for the profile on `hardware` (default: the profile's own `hardware:` section)."""
     file = str(profile.path)
     hw = hardware or hardware_from_profile(profile)
-    if profile.backend == "external":
+    if not kind(profile.backend).owns_server:
         return []
     if hw is None:
         return [RULES["VG006"](file, "hardware", "no GPU target (a CPU profile?): NVML sees no GPU here "
@@ -297,7 +298,7 @@ def estimate_findings(d: Deployment | str, hw: Hardware, file: str, keys: tuple[
 
 def _used_gpus(profile: Profile, hw: Hardware) -> tuple[list[GpuState], list[str]]:
     """The NVML GPUs the deployment will use (device_ids, else the first TP x PP), and ids not found."""
-    ids = [str(i).strip() for i in profile.hardware.get("device_ids") or []]
+    ids = [str(i).strip() for i in profile.hardware.device_ids or []]
     if not ids:
         world = int(profile.flag("tensor-parallel-size", 1)) * int(profile.flag("pipeline-parallel-size", 1))
         return list(hw.gpus[:world]), []
@@ -314,14 +315,14 @@ def _presence(profile: Profile, hw: Hardware, file: str) -> list[Finding]:
         findings.append(rule(file, "hardware.device_ids", f"device ids {missing} are not GPUs of this host; NVML "
                              f"sees {seen}", "use NVML indices (nvidia-smi -L) or GPU UUIDs, one id per "
                              "string: ['0', '1'], not ['0,1']"))
-    want = profile.hardware.get("gpus")
+    want = profile.hardware.gpus
     world = int(profile.flag("tensor-parallel-size", 1)) * int(profile.flag("pipeline-parallel-size", 1))
     need = max(int(want or 0), world)
     if len(hw.gpus) < need:
         findings.append(rule(file, "hardware.gpus", f"the profile needs {need} GPUs, NVML sees {len(hw.gpus)}: "
                              f"{seen}", "run on the GPU host the profile describes, or lower "
                              "tensor-parallel-size and hardware.gpus"))
-    declared = profile.hardware.get("gpu_memory_gib")
+    declared = profile.hardware.gpu_memory_gib
     if declared and used and abs(min(g.memory_total_gib for g in used) - declared) > 0.05 * declared:
         findings.append(rule(file, "hardware.gpu_memory_gib", f"the profile says {declared} GiB per GPU, NVML "
                              f"sees {seen}; the capacity estimate uses NVML's", "correct "

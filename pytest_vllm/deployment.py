@@ -8,7 +8,6 @@ unless the operator asked `--keep-up`.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import secrets
 import time
@@ -19,21 +18,15 @@ from typing import Any
 
 from . import engine_config
 from .backends.base import Backend, RunSettings
-from .diagnosis import NO_LOG, Diagnosis, diagnose
-from .errors import DeploymentError, HealthTimeout, PreflightError
+from .backends.registry import BASE_URL_KIND, kind
+from .diagnosis import diagnose_failure
+from .errors import DeploymentError, PreflightError
 from .http import VllmClient
 from .lint import lint_profile
 from .lint.composefile import read_env_file
 from .profile import Profile
 from .sdk import OpenAIChat, client_for
 from .waiting import HttpHealth, wait_until_ready
-
-BACKENDS = {
-    "process": "pytest_vllm.backends.process:ProcessBackend",
-    "external": "pytest_vllm.backends.external:ExternalBackend",
-    "compose": "pytest_vllm.backends.compose:ComposeBackend",
-    "emulator": "pytest_vllm.backends.emulator:EmulatorBackend",
-}
 
 
 @dataclass
@@ -60,16 +53,13 @@ class Deployment:
     def client(self) -> VllmClient:
         if self._client is None:
             self._client = VllmClient(self.base_url, self.api_key, self.served_model,
-                                      timeout=float(self.profile.timeouts["request"]))
+                                      timeout=float(self.profile.timeouts.request))
         return self._client
 
     def openai(self) -> OpenAIChat:
         """Chat completions through the official `openai` client, as the team's applications call this deployment."""
-        return OpenAIChat(client_for(self.base_url, self.api_key, float(self.profile.timeouts["request"])),
+        return OpenAIChat(client_for(self.base_url, self.api_key, float(self.profile.timeouts.request)),
                           self.served_model)
-
-    def log_tail(self, lines: int = 50) -> list[str]:
-        return self.backend.log_tail(lines)
 
     def describe(self) -> dict[str, Any]:
         """What the reports show about this deployment."""
@@ -84,32 +74,25 @@ def resolve_api_key(profile: Profile, settings: RunSettings) -> str | None:
     """--api-key, else the variable the profile names, else that variable in the env file, else generated."""
     if settings.api_key:
         return settings.api_key
-    var = profile.auth.get("api_key_env", "VLLM_API_KEY")
+    var = profile.api_key_env
     if os.environ.get(var):
         return os.environ[var]
-    env_file = profile.deployment.get("env_file")
+    env_file = profile.deployment.env_file
     for path in ([profile.relative(env_file)] if env_file else []) + [Path.cwd() / ".env"]:
         value = read_env_file(path).values.get(var) if path.is_file() else None
         if value:
             return value
-    if profile.auth.get("generate"):
+    if profile.auth.generate:
         return secrets.token_urlsafe(36)
     return None
 
 
 def make_backend(profile: Profile, settings: RunSettings, api_key: str | None) -> Backend:
-    name = "external" if settings.base_url else profile.backend
-    if settings.reuse and name != "external":
-        backend = _load_backend(name)(profile, settings, api_key)
-        if backend.find_running():
-            settings.progress(f"[vllm] {profile.name}: --reuse, attaching to {backend.describe()}")
-            return backend
-    return _load_backend(name)(profile, settings, api_key)
-
-
-def _load_backend(name: str) -> type[Backend]:
-    module, _, cls = BACKENDS[name].partition(":")
-    return getattr(importlib.import_module(module), cls)
+    chosen = BASE_URL_KIND if settings.base_url else kind(profile.backend)
+    backend = chosen.backend_class()(profile, settings, api_key)
+    if settings.reuse and chosen.owns_server and backend.find_running():
+        settings.progress(f"[vllm] {profile.name}: --reuse, attaching to {backend.describe()}")
+    return backend
 
 
 def _effective_config(backend: Backend, client: VllmClient) -> dict[str, Any]:
@@ -143,45 +126,29 @@ def preflight(profile: Profile, api_key: str | None, settings: RunSettings) -> N
                              + "\n".join(str(f) for f in blocking))
 
 
-def _with_diagnosis(exc: DeploymentError, backend: Backend) -> DeploymentError:
-    """The same failure, with the cause and the fix named from the full log when the backend did not, and
-    where that log is."""
-    if exc.diagnosis:
-        return exc
-    if backend.log_path is None:
-        found: Diagnosis | None = NO_LOG
-    else:
-        log = backend.log_path.read_text(encoding="utf-8", errors="replace") if backend.log_path.is_file() \
-            else "\n".join(exc.log_tail)
-        found = diagnose(log, timed_out=isinstance(exc, HealthTimeout))
-    log_path = exc.log_path or (str(backend.log_path) if backend.log_path else None)  # where to read on
-    if found is None and log_path == exc.log_path:
-        return exc
-    return type(exc)(exc.headline, log_tail=exc.log_tail, log_path=log_path,
-                     diagnosis=found.render() if found else None)
-
-
 @contextlib.contextmanager
 def deployed(profile: Profile, settings: RunSettings) -> Iterator[Deployment]:
     """Bring the profile's deployment up, yield it healthy, always bring it down (unless --keep-up)."""
     api_key = resolve_api_key(profile, settings)
     backend = make_backend(profile, settings, api_key)
-    timeout = float(settings.health_timeout or profile.timeouts["health"])
     label = f"{profile.name} ({backend.name})"
     t0 = time.monotonic()
     try:
-        if not backend.attached and backend.name != "external":  # lint what we start, not what runs already
-            preflight(profile, api_key, settings)
-            settings.progress(f"[vllm] {label}: starting, {backend.describe()}")
-            backend.start()
         try:
+            if backend.ours:  # lint what we start, not what runs already
+                preflight(profile, api_key, settings)
+                settings.progress(f"[vllm] {label}: starting, {backend.describe()}")
+                backend.start()
             waited = wait_until_ready(HttpHealth(backend.base_url), alive=backend.check_alive,
-                                      log_tail=backend.log_tail, timeout=timeout, progress=settings.progress,
-                                      label=label)
+                                      log_tail=backend.log_tail, timeout=settings.health_timeout_for(profile),
+                                      progress=settings.progress, label=label)
         except DeploymentError as exc:
-            raise _with_diagnosis(exc, backend) from None
+            if backend.log_path and not exc.log_path:  # the health wait does not know where the log is
+                exc.log_path = str(backend.log_path)
+            diagnose_failure(exc, backend.log_path)
+            raise
         healthy_at = time.monotonic()
-        client = VllmClient(backend.base_url, api_key, "", timeout=float(profile.timeouts["request"]))
+        client = VllmClient(backend.base_url, api_key, "", timeout=float(profile.timeouts.request))
         deployment = Deployment(profile, backend, api_key, _served_model(profile, client),
                                 _effective_config(backend, client))
         client.close()
@@ -192,9 +159,7 @@ def deployed(profile: Profile, settings: RunSettings) -> Iterator[Deployment]:
                           f"vLLM {deployment.vllm_version or '?'}; {engine_config.summary(deployment.engine_config)}")
         yield deployment
     finally:
-        if backend.attached or backend.name == "external":
-            pass  # not ours: never stopped
-        elif settings.keep_up:
+        if backend.ours and settings.keep_up:
             settings.progress(f"[vllm] {label}: --keep-up, left running at {backend.base_url}")
-        else:
+        elif backend.ours:  # someone else's server (external, --reuse) is never stopped
             backend.stop()

@@ -1,7 +1,8 @@
 """Why a deployment failed, read from its exit state and its log, with the fix.
 
 `diagnose(log_text, exit_code, oom_killed, timed_out)` returns a `Diagnosis` (cause id, title, the log
-line that proves it, the fix) or None when nothing known matches. The messages matched are vLLM 0.32's
+line that proves it, the fix) or None when nothing known matches; `diagnose_failure(error, log_path)`
+feeds it a deployment error's log and exit state and puts the answer on the error. The messages matched are vLLM 0.32's
 own (argparse errors, config validation, start-up checks), Docker's and compose's, and the older forms
 the seeds quote (vLLM 0.11). Each cause has real log excerpts under tests/data/logs/.
 
@@ -15,6 +16,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+
+from .errors import DeploymentError, HealthTimeout, ServerExited
 
 MAX_EVIDENCE = 400
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -303,3 +307,17 @@ def diagnose(log_text: str, exit_code: int | None = None, oom_killed: bool = Fal
     if timed_out:
         return _timeout(lines)
     return None
+
+
+def diagnose_failure(error: DeploymentError, log_path: Path | None) -> None:
+    """Set `error.diagnosis` from the full log (else the tail the error quotes) and the exit state it
+    carries. A backend's own hint (e.g. compose's failing healthcheck) stays when they prove nothing.
+    No log at all (an external endpoint): say so rather than read silence as a cause."""
+    if log_path is None and not error.log_tail:
+        error.diagnosis = error.diagnosis or NO_LOG
+        return
+    log = log_path.read_text(encoding="utf-8", errors="replace") if log_path and log_path.is_file() \
+        else "\n".join(error.log_tail)
+    exit_code, oom_killed = (error.exit_code, error.oom_killed) if isinstance(error, ServerExited) else (None, False)
+    error.diagnosis = diagnose(log, exit_code=exit_code, oom_killed=oom_killed,
+                               timed_out=isinstance(error, HealthTimeout)) or error.diagnosis

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .diagnosis import Diagnosis
+
 
 class VllmTestError(Exception):
     """Base class of every error pytest-vllm raises on purpose."""
@@ -23,26 +28,41 @@ class ProfileError(VllmTestError):
 
 
 class DeploymentError(VllmTestError):
-    """The deployment did not come up, or died. Carries what was last seen."""
+    """The deployment did not come up, or died. Carries what was last seen and, once known, why.
 
-    def __init__(self, message: str, *, log_tail: list[str] | None = None,
-                 log_path: str | None = None, diagnosis: str | None = None) -> None:
-        self.headline = message
+    `diagnosis` may start as a backend's own hint; `pytest_vllm.diagnosis.diagnose_failure` (called by
+    the deployment for every start and wait failure) replaces it when the log and exit state prove more.
+    """
+
+    def __init__(self, headline: str, *, log_tail: list[str] | None = None, log_path: str | None = None,
+                 diagnosis: Diagnosis | None = None) -> None:
+        super().__init__(headline)
+        self.headline = headline
         self.log_tail = log_tail or []
         self.log_path = log_path
         self.diagnosis = diagnosis
-        parts = [message]
-        if diagnosis:
-            parts.append(f"diagnosis: {diagnosis}")
+
+    def __str__(self) -> str:
+        parts = [self.headline]
+        if self.diagnosis:
+            parts.append(f"diagnosis: {self.diagnosis.render()}")
         if self.log_tail:
             parts.append("last log lines:\n" + "\n".join(f"  | {line}" for line in self.log_tail))
-        if log_path:
-            parts.append(f"full log: {log_path}")
-        super().__init__("\n".join(parts))
+        if self.log_path:
+            parts.append(f"full log: {self.log_path}")
+        return "\n".join(parts)
 
 
 class ServerExited(DeploymentError):
-    """The server process or container exited while we waited for it."""
+    """The server process or container exited (or turned unhealthy) while we waited for it: its exit state."""
+
+    def __init__(self, headline: str, *, exit_code: int | None = None, oom_killed: bool = False,
+                 health_log: list[str] | None = None, log_tail: list[str] | None = None,
+                 log_path: str | None = None, diagnosis: Diagnosis | None = None) -> None:
+        super().__init__(headline, log_tail=log_tail, log_path=log_path, diagnosis=diagnosis)
+        self.exit_code = exit_code
+        self.oom_killed = oom_killed
+        self.health_log = health_log or []  # the container healthcheck's last outputs, when it has one
 
 
 class HealthTimeout(DeploymentError):

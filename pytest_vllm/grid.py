@@ -10,16 +10,18 @@ report covers every profile of the grid whichever run measured it.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from .atomic import atomic_write_json, atomic_write_text
 from .profile import Profile
-from .reports import duration
+from .reports import RunReport, duration
+from .session import VllmSession
 
 STATE_FILE = "grid-state.json"
 RANK_METRICS = {
@@ -27,16 +29,6 @@ RANK_METRICS = {
     "ttft_hit_ms": ("median TTFT on a cache hit", False),
     "ttft_miss_ms": ("median TTFT on a cache miss", False),
 }
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class GridState:
@@ -78,8 +70,8 @@ def requested_flags(profile: Profile) -> dict[str, Any]:
                                                "enable-chunked-prefill", "max-num-seqs")}
 
 
-def make_record(profile: Profile, report: Any, started: float) -> dict[str, Any]:
-    """What the grid keeps of one finished profile (report: the run's RunReport)."""
+def make_record(profile: Profile, report: RunReport, started: float) -> dict[str, Any]:
+    """What the grid keeps of one finished profile."""
     results = [r for r in report.results if r.profile == profile.name]
     counts: dict[str, int] = {}
     for r in results:
@@ -89,10 +81,11 @@ def make_record(profile: Profile, report: Any, started: float) -> dict[str, Any]
     return {
         "status": status, "counts": counts, "duration_s": round(time.time() - started, 1),
         "requested": requested_flags(profile), "deployment": report.profiles.get(profile.name, {}),
-        "failure": failure, "failed_tests": [r.nodeid for r in results if r.outcome in ("failed", "error")],
+        "failure": asdict(failure) if failure else None,
+        "failed_tests": [r.nodeid for r in results if r.outcome in ("failed", "error")],
         "failure_messages": [r.message[:500] for r in results if r.outcome in ("failed", "error")],
         "measurements": report.measurements.get(profile.name, {}),
-        "acceleration_min": profile.thresholds.get("kv_cache_acceleration_min"),
+        "acceleration_min": profile.thresholds.kv_cache_acceleration_min,
     }
 
 
@@ -123,17 +116,24 @@ def _gain(miss: float | None, hit: float | None) -> float | None:
 OOM_WORDS = ("out of memory", "oomkilled: true", "outofmemoryerror", " oom")
 
 
+OOM_CAUSES = ("cuda_oom", "container_oom_killed")  # pytest_vllm.diagnosis classes
+
+
 def _is_oom(record: dict[str, Any]) -> bool:
-    text = " ".join([record.get("failure") or "", *record.get("failure_messages", [])]).lower()
+    failure = record.get("failure") or {}  # reports.DeployFailure as a dict
+    if (failure.get("diagnosis") or {}).get("cause") in OOM_CAUSES:
+        return True
+    text = " ".join([failure.get("headline", ""), *failure.get("log_tail", []),
+                     *record.get("failure_messages", [])]).lower()
     return any(word in text for word in OOM_WORDS)
 
 
 def _cause(record: dict[str, Any]) -> str:
-    if record.get("failure"):
-        lines = [ln for ln in record["failure"].splitlines() if ln.strip()]
-        diagnosis = next((ln for ln in lines if ln.startswith("diagnosis:")), None)
-        headline = next((ln for ln in lines if not ln.startswith("deployment of profile")), lines[0])
-        return headline[:160] + (f" — {diagnosis}" if diagnosis else "")
+    failure = record.get("failure")
+    if failure:  # reports.DeployFailure as a dict
+        headline = (failure["headline"].strip().splitlines() or [""])[0]
+        diagnosis = failure.get("diagnosis")
+        return headline[:160] + (f" — diagnosis: {diagnosis['title']} [{diagnosis['cause']}]" if diagnosis else "")
     if record.get("failed_tests"):
         first = next((m.splitlines()[0] for m in record.get("failure_messages", []) if m.strip()), "")
         return "failed: " + ", ".join(t.split("::")[-1] for t in record["failed_tests"][:3]) + \
@@ -273,8 +273,7 @@ def render_report(state: GridState, rank_by: str, baseline: str | None, out_dir:
                       f"total {duration(sum(durations))}."]
     lines += ["", "![grid](grid-report.png)", ""]
     md = out_dir / "grid-report.md"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    md.write_text("\n".join(lines), encoding="utf-8")
+    atomic_write_text(md, "\n".join(lines))
     atomic_write_json(out_dir / "grid-report.json", {
         "ranked_by": rank_by, "baseline": baseline, "rows": rows, "not_run": missing, "aborted": aborted,
         "recommendation": {"champion": champion and champion["profile"],
@@ -317,39 +316,37 @@ def _chart(rows: list[dict[str, Any]], path: Path) -> None:
 class GridRecorder:
     """Plugin object active when several profiles run: records each profile once all its tests are done."""
 
-    def __init__(self, config: pytest.Config, state: GridState, profiles: dict[str, Profile],
-                 rank_by: str, baseline: str | None, keep_going: bool = False,
-                 acceleration_floor: float = 1.5) -> None:
-        self.config, self.state, self.profiles = config, state, profiles
+    def __init__(self, session: VllmSession, state: GridState, rank_by: str, baseline: str | None,
+                 keep_going: bool = False, acceleration_floor: float = 1.5) -> None:
+        self.session, self.state = session, state
         self.rank_by, self.baseline = rank_by, baseline
         self.keep_going, self.acceleration_floor = keep_going, acceleration_floor
-        self.session: pytest.Session | None = None
+        self.pytest_session: pytest.Session | None = None  # to stop the run when the baseline fails
         self.expected: dict[str, int] = {}
         self.finished: dict[str, int] = {}
         self.started: dict[str, float] = {}
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self.session = session
+        self.pytest_session = session
         for item in session.items:
-            name = self._profile_of(item.nodeid)
+            name = self.session.item_profile.get(item.nodeid)
             if name:
                 self.expected[name] = self.expected.get(name, 0) + 1
 
     def pytest_runtest_logstart(self, nodeid: str, location: tuple[str, int | None, str]) -> None:
-        name = self._profile_of(nodeid)
+        name = self.session.item_profile.get(nodeid)
         if name:
             self.started.setdefault(name, time.time())
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "teardown":
             return
-        name = self._profile_of(report.nodeid)
+        name = self.session.item_profile.get(report.nodeid)
         if not name:
             return
         self.finished[name] = self.finished.get(name, 0) + 1
         if self.finished[name] == self.expected.get(name):
-            from .plugin import REPORT
-            record = make_record(self.profiles[name], self.config.stash[REPORT], self.started[name])
+            record = make_record(self.session.profiles[name], self.session.report, self.started[name])
             self.state.record(name, record)
             if name == self.baseline and record["status"] == "deploy_failed" and not self.keep_going:
                 self._abort(name, record)
@@ -360,12 +357,8 @@ class GridRecorder:
                   "not run. Fix the baseline, or run them anyway with --grid-keep-going.")
         self.state.data["aborted"] = reason
         self.state.save()
-        if self.session is not None:
-            self.session.shouldstop = f"grid aborted: {reason}"
-
-    def _profile_of(self, nodeid: str) -> str | None:
-        from .plugin import ITEM_PROFILE
-        return self.config.stash[ITEM_PROFILE].get(nodeid)
+        if self.pytest_session is not None:
+            self.pytest_session.shouldstop = f"grid aborted: {reason}"
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int) -> None:
         if not self.state.data["records"]:
@@ -378,3 +371,33 @@ class GridRecorder:
         chart = ", .png" if exitstatus != pytest.ExitCode.INTERRUPTED else ""
         terminalreporter.write_line(f"grid report: {md} (+ .json{chart}); state: {self.state.path}")
 
+
+def start_grid(config: pytest.Config, session: VllmSession) -> None:
+    """Several profiles (or --resume): record each finished profile and rank them at the end.
+
+    The baseline (--grid-baseline, else the grid file's `baseline:`) runs first: the deltas need it, and its
+    failure stops the grid before the rest. --resume drops the profiles an interrupted grid already finished
+    from the session, and retries a baseline that failed."""
+    if len(session.profiles) < 2 and not config.getoption("resume"):
+        return
+    path = session.reports_root / STATE_FILE
+    baseline = config.getoption("grid_baseline") or session.grid_file_baseline
+    if baseline in session.profiles:
+        session.profiles = {baseline: session.profiles[baseline], **session.profiles}
+    names = list(session.profiles)
+    if config.getoption("resume"):
+        state = GridState.load(path, names)
+        if (state.data["records"].get(baseline) or {}).get("status") == "deploy_failed":
+            del state.data["records"][baseline]  # an aborted grid resumes by retrying its baseline
+        state.data.pop("aborted", None)
+        done = state.completed() & set(names)
+        if done:
+            session.settings.progress(f"[vllm] --resume: skipping finished profiles {', '.join(sorted(done))}")
+        session.profiles = {n: p for n, p in session.profiles.items() if n not in done}
+    else:
+        state = GridState(path, names)
+        state.save()
+    recorder = GridRecorder(session, state, config.getoption("grid_rank_by"), baseline,
+                            keep_going=config.getoption("grid_keep_going"),
+                            acceleration_floor=config.getoption("grid_min_acceleration"))
+    config.pluginmanager.register(recorder, "vllm-grid")

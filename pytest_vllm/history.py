@@ -18,6 +18,7 @@ files (`--benchmark-compare`, `pytest-benchmark compare`). It files runs under a
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,12 +29,11 @@ import pytest
 
 from . import plot, regression
 from .kv_cache import Series, SeriesResult
-from .plugin import REPORT, SETTINGS
 from .profile import Profile
+from .session import VllmSession
 
 PYTEST_BENCHMARK_DEFAULT_STORAGE = "file://./.benchmarks"
 SCHEMA = 1
-RECORDS = pytest.StashKey[list["Record"]]()
 
 
 class VirtualClock:
@@ -131,6 +131,7 @@ def _benchmark_files(root: Path) -> Iterator[Path]:
         yield from root.glob("*/*.json")
 
 
+@functools.cache  # the GPUs do not change during a run; NVML is asked once
 def gpu_names() -> list[str]:
     """Names of the GPUs NVML sees; [] without NVML or without the telemetry module."""
     try:
@@ -147,6 +148,7 @@ class TtftRecorder:
 
     def __init__(self, request: pytest.FixtureRequest, deployment: Any, benchmark: Any | None) -> None:
         self.config = request.config
+        self.session = VllmSession.of(request.config)
         self.deployment = deployment
         self.profile: Profile = deployment.profile
         self.benchmark = benchmark
@@ -187,10 +189,9 @@ class TtftRecorder:
         info["regression"] = verdict.as_dict()
         if bench is not None:
             bench.extra_info.update(info)
-        self.config.stash.setdefault(RECORDS, []).append(
+        self.session.records.append(
             Record(self.key, self.profile.name, measurement, list(rounds_s), verdict.failed))
-        self.config.stash[REPORT].add_measurement(self.profile.name, measurement,
-                                                  {**data, "regression": verdict.as_dict()})
+        self.session.report.add_measurement(self.profile.name, measurement, {**data, "regression": verdict.as_dict()})
         if verdict.failed:
             pytest.fail(verdict.message, pytrace=False)
 
@@ -198,10 +199,10 @@ class TtftRecorder:
         """extra_info of the saved benchmark: what ran, so history can be matched and differences named."""
         d = self.deployment
         return {"schema": SCHEMA, "history_key": self.key, "measurement": measurement, "unit": "s",
-                "run_id": self.config.stash[SETTINGS].run_id, "profile": self.profile.name,
+                "run_id": self.session.settings.run_id, "profile": self.profile.name,
                 "deployment": f"{d.backend.name}:{d.served_model}", "model": d.served_model,
                 "vllm_version": d.vllm_version, "effective_flags": d.engine_config,
-                "profile_flags": self.profile.server, "gpus": _session_gpus(self.config),
+                "profile_flags": self.profile.server, "gpus": gpu_names(),
                 "series": data}
 
     def gate(self, measurement: str, samples: list[float], info: dict[str, Any]) -> regression.Verdict:
@@ -220,7 +221,8 @@ class TtftRecorder:
         option, flag = self.config.getoption(name), "--" + name.replace("_", "-")
         if option is not None:
             return float(option), flag
-        return float(self.profile.thresholds[name]), f"thresholds.{name} of profile {self.profile.path}, or {flag}"
+        source = f"thresholds.{name} of profile {self.profile.path}, or {flag}"
+        return float(getattr(self.profile.thresholds, name)), source
 
 
 def _check_recorded(bench: Any, rounds_s: list[float]) -> None:
@@ -230,15 +232,6 @@ def _check_recorded(bench: Any, rounds_s: list[float]) -> None:
         raise RuntimeError("pytest-benchmark recorded other durations than the TTFTs measured: a "
                            "@pytest.mark.benchmark(timer=...) on this test overrides pytest_vllm.history.TTFT_CLOCK; "
                            "remove that timer")
-
-
-_GPUS = pytest.StashKey[list[str]]()
-
-
-def _session_gpus(config: pytest.Config) -> list[str]:
-    if _GPUS not in config.stash:
-        config.stash[_GPUS] = gpu_names()
-    return config.stash[_GPUS]
 
 
 def _has_benchmark(config: pytest.Config) -> bool:
@@ -272,21 +265,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Plot each profile's TTFT history (stored runs plus this one) into the reports folder; not when the
     run was interrupted (Ctrl-C must end it within seconds, matplotlib takes that much)."""
     config = session.config
-    records = config.stash.get(RECORDS, [])
+    run = VllmSession.of(config)
+    records = run.records
     if not records or exitstatus == pytest.ExitCode.INTERRUPTED:
         return
     root = storage_dir(config)
-    reports_dir = Path(config.getoption("reports_dir"))
-    run_id = config.stash[SETTINGS].run_id
+    run_id = run.settings.run_id
     plotted = [r for r in records if r.measurement.rsplit("/", 1)[-1] in plot.COLORS]  # MISS/HIT series only
     for key in dict.fromkeys(r.history_key for r in plotted):
         mine = [r for r in plotted if r.history_key == key]
         measurements = {r.measurement: r.samples for r in mine}
         stored = {m: [] if root is None else [s for s in load_runs(root, key, m) if s.run_id != run_id]
                   for m in measurements}
-        path = reports_dir / f"ttft_history_{mine[0].profile}.png"
+        path = run.reports_root / f"ttft_history_{mine[0].profile}.png"
         plot.ttft_history(key, stored, measurements, run_id, any(r.regressed for r in mine), path)
-        config.stash[REPORT].add_measurement(mine[0].profile, "ttft_history_plot", {"path": str(path)})
+        run.report.add_measurement(mine[0].profile, "ttft_history_plot", {"path": str(path)})
 
 
 @pytest.fixture

@@ -500,8 +500,8 @@ class KvBench:
     def __init__(self, client: VllmClient, profile: Profile, engine_config: dict[str, Any],
                  rounds: int | None = None, confidence: float | None = None) -> None:
         self.client, self.profile, self.engine_config = client, profile, engine_config
-        self.rounds = int(rounds or profile.thresholds.get("kv_rounds", 5))
-        self.confidence = float(confidence or profile.thresholds.get("regression_confidence", 0.95))
+        self.rounds = int(rounds or profile.thresholds.kv_rounds)
+        self.confidence = float(confidence or profile.thresholds.regression_confidence)
         self.size: TextSize | None = None
         self._workloads: dict[str, Workload] = {}
         self._series: dict[tuple[str, str], Series] = {}

@@ -17,28 +17,23 @@ from typing import Any
 import pytest
 
 from . import engine_config, interrupts
-from .backends.base import RunSettings
+from .backends.base import RunSettings, new_run_id
+from .backends.registry import BASE_URL_KIND
 from .deployment import Deployment, deployed
 from .errors import DeploymentError, PreflightError, ProfileError
-from .grid import RANK_METRICS, STATE_FILE, GridRecorder, GridState
+from .grid import RANK_METRICS, start_grid
 from .gridfile import read_grid_file
 from .http import VllmClient
 from .profile import Profile, external_profile, known_profiles, load_profile, profile_dirs
-from .reports import RunReport, TestResult, new_run_dir
+from .reports import DeployFailure, RunReport, TestResult, new_run_dir
 from .sdk import OpenAIChat
+from .session import VllmSession
 from .telemetry import Sampler, snapshot
 
 # Plugin modules loaded with this one (fixtures and hooks of their own concept).
 pytest_plugins = ["pytest_vllm.history"]
 
 DEFAULT_PROFILE = "cpu_tiny"
-PROFILES = pytest.StashKey[dict[str, Profile]]()
-PROFILE_ERROR = pytest.StashKey[ProfileError | None]()
-SETTINGS = pytest.StashKey[RunSettings]()
-REPORT = pytest.StashKey[RunReport]()
-ITEM_PROFILE = pytest.StashKey[dict[str, str]]()  # test node id -> profile name
-GRID_FILE_BASELINE = pytest.StashKey[str | None]()  # `baseline:` of a grid file given to --profile
-FAILURE_SHOWN = pytest.StashKey[dict[str, str]]()  # profile whose deployment failed -> test that showed it in full
 
 CAPABILITY_MEANING = {
     "reasoning_parser": "reasoning (capabilities.reasoning_parser)",
@@ -112,13 +107,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "line in the server log or memory growth (pytest_vllm.soak). Default: soak skipped.")
 
 
-def _select_profiles(config: pytest.Config) -> dict[str, Profile]:
+def _select_profiles(config: pytest.Config) -> tuple[dict[str, Profile], str | None]:
+    """The profiles --profile names, in run order, and the `baseline:` of a grid file among them."""
     base_url = config.getoption("base_url")
     spec = config.getoption("profile")
     dirs = [Path(d) for d in config.getoption("profiles_dir") or []] or profile_dirs(config.rootpath)
     if spec is None and base_url:
-        return {"external": external_profile(base_url)}
+        profile = external_profile(base_url)
+        return {profile.name: profile}, None
     names: list[str] = []
+    grid_baseline = None
     for part in (spec or DEFAULT_PROFILE).split(","):
         part = part.strip()
         if any(ch in part for ch in "*?["):
@@ -129,14 +127,14 @@ def _select_profiles(config: pytest.Config) -> dict[str, Profile]:
             names += matched
         elif part.endswith((".yml", ".yaml")) and Path(part).is_file() and (grid := read_grid_file(Path(part))):
             names += grid.profiles
-            config.stash[GRID_FILE_BASELINE] = grid.baseline
+            grid_baseline = grid.baseline
         elif part:
             names.append(part)
     profiles: dict[str, Profile] = {}
     for name in names:
         profile = load_profile(name, dirs)
         profiles[profile.name] = profile
-    return profiles
+    return profiles, grid_baseline
 
 
 def _progress_writer(config: pytest.Config) -> Any:
@@ -161,27 +159,26 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vllm_language(code): skip unless the profile's capabilities.languages "
                                        "lists this language (en, fr)")
     config.addinivalue_line("markers", "vllm_soak: the test runs --soak minutes longer than timeouts.test")
-    config.stash[PROFILE_ERROR] = None
-    config.stash[GRID_FILE_BASELINE] = None
+    profiles: dict[str, Profile] = {}
+    profile_error = grid_baseline = None
     try:
-        config.stash[PROFILES] = _select_profiles(config)
+        profiles, grid_baseline = _select_profiles(config)
     except ProfileError as exc:
         if config.getoption("profile") is not None:
             raise pytest.UsageError(f"pytest-vllm: {exc}") from None
-        config.stash[PROFILES] = {}
-        config.stash[PROFILE_ERROR] = exc  # only an error if a test actually needs a deployment
-    reports_dir = Path(config.getoption("reports_dir"))
-    settings = RunSettings(reports_dir=reports_dir, api_key=config.getoption("api_key"),
+        profile_error = exc  # only an error if a test actually needs a deployment
+    reports_root = Path(config.getoption("reports_dir"))
+    run_id = new_run_id()
+    run_dir = new_run_dir(reports_root, run_id)
+    settings = RunSettings(run_dir=run_dir, run_id=run_id, api_key=config.getoption("api_key"),
                            base_url=config.getoption("base_url"), keep_up=config.getoption("keep_up"),
                            reuse=config.getoption("reuse"), health_timeout=config.getoption("health_timeout"),
                            progress=_progress_writer(config))
-    settings.reports_dir = new_run_dir(reports_dir, settings.run_id)
-    config.stash[SETTINGS] = settings
-    config.stash[REPORT] = RunReport(run_dir=settings.reports_dir)
-    config.stash[ITEM_PROFILE] = {}
-    config.stash[FAILURE_SHOWN] = {}
-    config.pluginmanager.register(ResultRecorder(config), "vllm-result-recorder")
-    _start_grid(config, reports_dir)
+    session = VllmSession(profiles, settings, reports_root, RunReport(run_dir=run_dir, reports_root=reports_root),
+                          profile_error=profile_error, grid_file_baseline=grid_baseline)
+    session.install(config)
+    config.pluginmanager.register(ResultRecorder(session), "vllm-result-recorder")
+    start_grid(config, session)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -197,65 +194,37 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         interrupts.restore()
 
 
-def _start_grid(config: pytest.Config, reports_dir: Path) -> None:
-    """Several profiles (or --resume): record each finished profile and rank them at the end."""
-    profiles = config.stash[PROFILES]
-    if len(profiles) < 2 and not config.getoption("resume"):
-        return
-    path = reports_dir / STATE_FILE
-    baseline = config.getoption("grid_baseline") or config.stash[GRID_FILE_BASELINE]
-    if baseline in profiles:  # first: the deltas need it, and its failure stops the grid before the rest
-        profiles = {baseline: profiles[baseline], **profiles}
-        config.stash[PROFILES] = profiles
-    if config.getoption("resume"):
-        state = GridState.load(path, list(profiles))
-        if (state.data["records"].get(baseline) or {}).get("status") == "deploy_failed":
-            del state.data["records"][baseline]  # an aborted grid resumes by retrying its baseline
-        state.data.pop("aborted", None)
-        done = state.completed() & set(profiles)
-        if done:
-            config.stash[SETTINGS].progress(f"[vllm] --resume: skipping finished profiles {', '.join(sorted(done))}")
-        config.stash[PROFILES] = {n: p for n, p in profiles.items() if n not in done}
-    else:
-        state = GridState(path, list(profiles))
-        state.save()
-    recorder = GridRecorder(config, state, profiles, config.getoption("grid_rank_by"), baseline,
-                            keep_going=config.getoption("grid_keep_going"),
-                            acceleration_floor=config.getoption("grid_min_acceleration"))
-    config.pluginmanager.register(recorder, "vllm-grid")
-
-
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    lines = [snapshot(with_processes=False).header()] if config.stash[PROFILES] else []
-    for p in config.stash[PROFILES].values():
-        backend = "external" if config.getoption("base_url") else p.backend
-        endpoint = config.getoption("base_url") or p.deployment.get("base_url") or \
-            f"http://{p.deployment['host']}:{p.deployment['port']}"
-        lines.append(f"vllm profile: {p.name} ({p.path}), backend {backend}, endpoint {endpoint}, "
-                     f"model {p.served_name or '(from /v1/models)'}")
+    session = VllmSession.of(config)
+    lines = [snapshot(with_processes=False).header()] if session.profiles else []
+    for p in session.profiles.values():
+        backend = BASE_URL_KIND.name if session.settings.base_url else p.backend
+        lines.append(f"vllm profile: {p.name} ({p.path}), backend {backend}, endpoint "
+                     f"{session.settings.endpoint(p)}, model {p.served_name or '(from /v1/models)'}")
     return lines
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "vllm_profile" not in metafunc.fixturenames:
         return
-    config = metafunc.config
-    if config.stash[PROFILE_ERROR] is not None:
-        raise pytest.UsageError(f"pytest-vllm: {config.stash[PROFILE_ERROR]}")
-    names = list(config.stash[PROFILES])
+    session = VllmSession.of(metafunc.config)
+    if session.profile_error is not None:
+        raise pytest.UsageError(f"pytest-vllm: {session.profile_error}")
+    names = list(session.profiles)
     metafunc.parametrize("vllm_profile", names, indirect=True, scope="session", ids=names)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    profiles = config.stash[PROFILES]
+    session = VllmSession.of(config)
+    profiles = session.profiles
     for item in items:
         name = _item_profile(item)
         if name:
-            config.stash[ITEM_PROFILE][item.nodeid] = name
+            session.item_profile[item.nodeid] = name
         if name in profiles and item.get_closest_marker("timeout") is None:
             soak_s = 60 * (config.getoption("soak") or 0) if item.get_closest_marker("vllm_soak") else 0
             # func_only: the deployment wait has its own (longer) timeout and must not count here.
-            item.add_marker(pytest.mark.timeout(profiles[name].timeouts["test"] + soak_s, func_only=True))
+            item.add_marker(pytest.mark.timeout(profiles[name].timeouts.test + soak_s, func_only=True))
 
 
 def _item_profile(item: pytest.Item) -> str | None:
@@ -267,12 +236,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     name = _item_profile(item)
     if name is None:
         return
-    profile = item.config.stash[PROFILES][name]
+    profile = VllmSession.of(item.config).profiles[name]
     for marker in item.iter_markers("vllm_capability"):
         for capability in marker.args:
-            if not profile.capabilities.get(capability):
+            if not getattr(profile.capabilities, capability, None):
                 pytest.skip(f"profile '{name}' does not claim {CAPABILITY_MEANING.get(capability, capability)}")
-    languages = profile.capabilities.get("languages") or []
+    languages = profile.capabilities.languages
     for marker in item.iter_markers("vllm_language"):
         if marker.args[0] not in languages:
             pytest.skip(f"profile '{name}' does not select language '{marker.args[0]}' "
@@ -281,30 +250,31 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 def selected_profiles(config: pytest.Config) -> list[Profile]:
     """The profiles this run tests (suites size their parameters from them, e.g. concurrency levels)."""
-    return list(config.stash[PROFILES].values())
+    return list(VllmSession.of(config).profiles.values())
 
 
 @pytest.fixture(scope="session")
 def vllm_profile(request: pytest.FixtureRequest) -> Profile:
     """The profile under test (parametrized over --profile)."""
-    return request.config.stash[PROFILES][request.param]
+    return VllmSession.of(request.config).profiles[request.param]
 
 
 @pytest.fixture(scope="session")
 def vllm_deployment(vllm_profile: Profile, request: pytest.FixtureRequest) -> Iterator[Deployment]:
     """The healthy deployment of the profile: brought up once per profile, always torn down."""
-    config = request.config
-    report = config.stash[REPORT]
+    session = VllmSession.of(request.config)
+    report = session.report
     failure = ""
     sampler = Sampler().start()  # GPU memory/utilisation through the session; "unavailable" without NVML
     try:
-        with deployed(vllm_profile, config.stash[SETTINGS]) as deployment:
+        with deployed(vllm_profile, session.settings) as deployment:
             deployment.telemetry = sampler
             report.profiles[vllm_profile.name] = deployment.describe()
             yield deployment
             report.profiles[vllm_profile.name]["gpu"] = sampler.result().to_dict()
     except (DeploymentError, PreflightError) as exc:
-        report.deploy_failures[vllm_profile.name] = failure = str(exc)
+        report.deploy_failures[vllm_profile.name] = DeployFailure.of(exc)
+        failure = str(exc)
     finally:
         sampler.stop()
     if failure:  # outside the except block: no "during handling of the above exception" noise
@@ -325,7 +295,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     if call.when == "setup" and call.excinfo is not None and isinstance(call.excinfo.value, DeploymentFailed):
         profile = call.excinfo.value.profile
-        first = item.config.stash[FAILURE_SHOWN].setdefault(profile, item.nodeid)
+        first = VllmSession.of(item.config).failure_shown.setdefault(profile, item.nodeid)
         if first != item.nodeid:
             report.longrepr = f"deployment of profile '{profile}' failed: shown in full at {first}"
     return report
@@ -348,14 +318,14 @@ def vllm_openai(vllm_deployment: Deployment) -> Iterator[OpenAIChat]:
 @pytest.fixture(scope="session")
 def vllm_report(request: pytest.FixtureRequest) -> RunReport:
     """The run's report: suites add measurements with `vllm_report.add_measurement(profile, name, data)`."""
-    return request.config.stash[REPORT]
+    return VllmSession.of(request.config).report
 
 
 class ResultRecorder:
     """Registered per run: records each test's outcome and profile into the run report."""
 
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
+    def __init__(self, session: VllmSession) -> None:
+        self.session = session
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if not (report.when == "call" or (report.when == "setup" and report.outcome != "passed")):
@@ -368,13 +338,13 @@ class ResultRecorder:
             message = "\n".join(said[:20]) if said else text[-2000:]
         elif report.skipped and isinstance(report.longrepr, tuple):
             message = report.longrepr[2]
-        profile = self.config.stash[ITEM_PROFILE].get(report.nodeid)
-        self.config.stash[REPORT].results.append(
+        profile = self.session.item_profile.get(report.nodeid)
+        self.session.report.results.append(
             TestResult(report.nodeid, profile, outcome, round(report.duration, 3), message))
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    report = config.stash[REPORT]
+    report = VllmSession.of(config).report
     if not (report.profiles or report.deploy_failures):
         return  # no deployment was involved (e.g. the project's own unit tests)
     path = report.write()

@@ -1,7 +1,7 @@
 """How a profile is read: find it, parse it, resolve `extends`, validate every key, render vLLM flags.
 
-A profile is one YAML file under `profiles/` describing one deployment and what it must meet.
-The schema is `SCHEMA` below; `docs` in the README is generated from the same comments.
+A profile is one YAML file under `profiles/` describing one deployment and what it must meet. What
+it may say, with the defaults, is `pytest_vllm.profile_schema`.
 """
 
 from __future__ import annotations
@@ -15,126 +15,56 @@ from typing import Any
 
 import yaml
 
+from .backends.registry import BASE_URL_KIND, KINDS
 from .errors import ProfileError
+from .profile_schema import (
+    DEFAULT_API_KEY_ENV,
+    SCHEMA,
+    SECTIONS,
+    TOP_KEYS,
+    AuthSection,
+    CapabilitiesSection,
+    DeploymentSection,
+    HardwareSection,
+    LoadSection,
+    ModelSection,
+    ThresholdsSection,
+    TimeoutsSection,
+)
 
-BACKENDS = ("process", "compose", "external", "emulator")
-
-# section -> {key: (allowed python types, one-line meaning)}; a section mapped to None is free-form.
-SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]] | None] = {
-    "deployment": {
-        "backend": ((str,), "process | compose | external | emulator"),
-        "host": ((str,), "address the server binds and we call (default 127.0.0.1)"),
-        "port": ((int,), "HTTP port of the OpenAI-compatible server (default 8000)"),
-        "env": ((dict,), "extra environment variables for the server"),
-        "compose_files": ((list, str), "compose files, relative to the profile file"),
-        "service": ((str,), "compose service that runs vLLM"),
-        "env_file": ((str,), "env file passed to compose as --env-file (relative to the profile)"),
-        "base_url": ((str,), "external backend: URL of a server that is already running"),
-        "extra_args": ((list,), "raw extra command-line arguments appended after the flags"),
-        "faults": ((list,), "emulator backend: faults to inject (a test instrument)"),
-        "emulator": ((dict,), "emulator backend: {latency: {...}, slow_start_s: N, degrade_after_s: N}"),
-    },
-    "model": {
-        "path": ((str,), "model id or local path given to --model; '@tiny' = the built tiny model"),
-        "served_name": ((str,), "name clients use (--served-model-name)"),
-        "quantization": ((str,), "awq | gptq | fp8 | bf16 | fp16 | compressed-tensors ..."),
-        "parameters_b": ((int, float), "parameter count in billions (capacity estimate)"),
-        "max_model_len": ((int,), "context length the deployment must expose"),
-        "multimodal": ((bool,), "the checkpoint is a vision-language model"),
-    },
-    "server": None,  # vLLM flags: {flag-name: value}, rendered by render_flags()
-    "auth": {
-        "api_key_env": ((str,), "environment variable holding the API key"),
-        "generate": ((bool,), "no key given: generate a random one for this run (test servers)"),
-    },
-    "capabilities": {
-        "reasoning_parser": ((str,), "the deployment claims reasoning (e.g. qwen3)"),
-        "tool_parser": ((str,), "the deployment claims tool calling (e.g. hermes)"),
-        "vision": ((bool,), "the deployment accepts images"),
-        "max_images": ((int,), "images allowed per prompt"),
-        "semantic": ((bool,), "answers are meaningful (false for the random tiny model)"),
-        "embeddings": ((bool,), "the deployment serves /v1/embeddings (a pooling model)"),
-        "languages": ((list,), "languages of the reasoning and tool cases to run: [en, fr] (default both)"),
-    },
-    "thresholds": {
-        "kv_cache_acceleration_min": ((int, float), "minimum TTFT MISS/HIT ratio"),
-        "ttft_hit_ms_max": ((int, float), "maximum median TTFT on a cache hit"),
-        "ttft_miss_ms_max": ((int, float), "maximum median TTFT on a cache miss"),
-        "regression_tolerance": ((int, float), "allowed slowdown against history (0.10 = 10%)"),
-        "regression_confidence": ((int, float), "confidence of the regression test (0.95)"),
-        "kv_rounds": ((int,), "MISS/HIT rounds per measurement"),
-        "peak_vram_gib_max": ((int, float), "maximum peak VRAM per GPU"),
-        "prefix_cache_hit_rate_min": ((int, float), "minimum share of HIT prompt tokens served from cache (/metrics)"),
-        "kv_cache_free_gib_min": ((int, float), "minimum KV-cache memory per GPU after loading (engine log)"),
-        "long_context_ttft_ms_max": ((int, float), "maximum TTFT of the longest long-context prompt"),
-        "output_tokens_per_s_min": ((int, float), "minimum output tokens/s at the highest concurrency level"),
-        "load_ttft_p99_ms_max": ((int, float), "maximum p99 TTFT at any concurrency level"),
-        "load_itl_p99_ms_max": ((int, float), "maximum p99 inter-token latency at any concurrency level"),
-        "vision_ttft_ms_max": ((int, float), "maximum median TTFT with the most images"),
-        "soak_memory_growth_mib_max": ((int, float), "maximum server RSS (and VRAM) growth during a soak"),
-    },
-    "load": {
-        "long_context_fractions": ((list,), "prompt sizes as fractions of max_model_len (default [0.5, 0.9])"),
-        "concurrency": ((list,), "concurrency levels of the throughput sweep (default [1, 4, 16])"),
-        "requests_per_level": ((int,), "requests per concurrency level (default: 4 x the level, at least 8)"),
-        "prompt_tokens": ((int,), "prompt length of throughput and soak requests, tokens (default 256)"),
-        "output_tokens": ((int,), "output length of throughput and soak requests, tokens (default 64)"),
-        "soak_rate_rps": ((int, float), "steady request rate of --soak, requests per second (default 1)"),
-        "vision_rounds": ((int,), "TTFT rounds per image count in the vision TTFT suite (default 3)"),
-    },
-    "timeouts": {
-        "health": ((int, float), "seconds to wait for the deployment to become healthy"),
-        "test": ((int, float), "pytest-timeout limit per suite test, seconds"),
-        "request": ((int, float), "client timeout per HTTP request, seconds"),
-        "stop": ((int, float), "seconds a server we started gets between SIGTERM and SIGKILL"),
-    },
-    "hardware": {
-        "gpus": ((int,), "number of GPUs the deployment uses"),
-        "gpu_memory_gib": ((int, float), "memory of each GPU, GiB"),
-        "device_ids": ((list,), "GPU ids reserved for the deployment"),
-    },
-}
-TOP_LEVEL = {"name", "description", "extends", *SCHEMA}
-
-DEFAULTS: dict[str, Any] = {
-    "deployment": {"backend": "process", "host": "127.0.0.1", "port": 8000, "env": {}},
-    "model": {},
-    "server": {},
-    "auth": {},
-    "capabilities": {"semantic": True, "languages": ["en", "fr"]},
-    "thresholds": {"regression_tolerance": 0.10, "regression_confidence": 0.95, "kv_rounds": 5},
-    "timeouts": {"health": 900, "test": 300, "request": 120, "stop": 2},
-    "hardware": {},
-    "load": {"long_context_fractions": [0.5, 0.9], "concurrency": [1, 4, 16], "prompt_tokens": 256,
-             "output_tokens": 64, "soak_rate_rps": 1.0, "vision_rounds": 3},
-}
+TOP_LEVEL = {*TOP_KEYS, *SCHEMA}
 
 
 @dataclass(frozen=True)
 class Profile:
-    """A validated profile with `extends` resolved. Sections are plain dicts, defaults applied."""
+    """A validated profile with `extends` resolved: typed sections with their defaults, `server` as flags."""
 
     name: str
     path: Path
     description: str
-    deployment: dict[str, Any]
-    model: dict[str, Any]
+    deployment: DeploymentSection
+    model: ModelSection
     server: dict[str, Any]
-    auth: dict[str, Any]
-    capabilities: dict[str, Any]
-    thresholds: dict[str, Any]
-    timeouts: dict[str, Any]
-    hardware: dict[str, Any]
-    load: dict[str, Any]
+    auth: AuthSection
+    capabilities: CapabilitiesSection
+    thresholds: ThresholdsSection
+    timeouts: TimeoutsSection
+    hardware: HardwareSection
+    load: LoadSection
     chain: tuple[str, ...] = field(default=())  # this profile, then what it extends
 
     @property
     def backend(self) -> str:
-        return self.deployment["backend"]
+        return self.deployment.backend
+
+    @property
+    def api_key_env(self) -> str:
+        """The variable that holds the API key (auth.api_key_env)."""
+        return self.auth.api_key_env or DEFAULT_API_KEY_ENV
 
     @property
     def served_name(self) -> str:
-        return self.model.get("served_name") or self.model.get("path", "")
+        return self.model.served_name or self.model.path or ""
 
     def relative(self, value: str) -> Path:
         """A path written in the profile, resolved against the profile's own folder."""
@@ -264,18 +194,16 @@ def _validate(data: dict[str, Any], path: Path) -> None:
                     file=str(path), key=f"{key}.{sub}", fix=f"{sub}: {meaning}")
 
 
-def _check_complete(p: dict[str, Any], path: Path) -> None:
-    backend = p["deployment"].get("backend")
-    if backend not in BACKENDS:
-        raise ProfileError(f"unknown backend '{backend}'", file=str(path), key="deployment.backend",
-                           fix=f"use one of: {', '.join(BACKENDS)}")
-    required = {"process": ["model.path"], "compose": ["deployment.compose_files", "deployment.service",
-                                                       "model.path"], "external": [], "emulator": []}[backend]
-    for dotted in required:
+def _check_complete(profile: Profile) -> None:
+    path, backend = str(profile.path), profile.backend
+    if backend not in KINDS:
+        raise ProfileError(f"unknown backend '{backend}'", file=path, key="deployment.backend",
+                           fix=f"use one of: {', '.join(KINDS)}")
+    for dotted in KINDS[backend].required:
         section, key = dotted.split(".")
-        if not p[section].get(key):
+        if not getattr(getattr(profile, section), key):
             raise ProfileError(f"missing key '{dotted}' (required by the {backend} backend)",
-                               file=str(path), key=dotted, fix=f"add it: {SCHEMA[section][key][1]}")
+                               file=path, key=dotted, fix=f"add it: {SCHEMA[section][key][1]}")
 
 
 PATH_KEYS = ("compose_files", "env_file")
@@ -320,23 +248,27 @@ def load_profile(name_or_path: str, dirs: list[Path]) -> Profile:
             except ProfileError as exc:
                 raise ProfileError(f"'extends: {parent}' names no profile", file=str(current),
                                    key="extends", fix=exc.fix) from None
-    merged: dict[str, Any] = copy.deepcopy(DEFAULTS)
+    merged: dict[str, Any] = {section: {} for section in SCHEMA}
     for layer in reversed(layers):
         for section in SCHEMA:
             if section in layer:
                 merged[section] = deep_merge(merged[section], layer[section] or {})
-    merged["name"] = layers[0].get("name") or path.stem
-    _check_complete(merged, path)
-    return Profile(
-        name=merged["name"], path=path, description=layers[0].get("description", ""),
-        **{section: merged[section] for section in SCHEMA},
-        chain=tuple(p.stem for p in chain),
-    )
+    profile = _build(layers[0].get("name") or path.stem, path, layers[0].get("description", ""), merged,
+                     tuple(p.stem for p in chain))
+    _check_complete(profile)
+    return profile
+
+
+def _build(name: str, path: Path, description: str, merged: dict[str, Any], chain: tuple[str, ...] = ()) -> Profile:
+    compose_files = merged["deployment"].get("compose_files")
+    if isinstance(compose_files, str):  # one file may be written without a list
+        merged["deployment"]["compose_files"] = [compose_files]
+    return Profile(name=name, path=path, description=description, server=merged["server"], chain=chain,
+                   **{section: cls(**merged[section]) for section, cls in SECTIONS.items()})
 
 
 def external_profile(base_url: str) -> Profile:
     """The implicit profile of `--base-url` without `--profile`: test what answers, claim nothing."""
-    merged = copy.deepcopy(DEFAULTS)
-    merged["deployment"].update(backend="external", base_url=base_url)
-    return Profile(name="external", path=Path.cwd() / "--base-url", description=f"endpoint {base_url}",
-                   **{section: merged[section] for section in SCHEMA})
+    merged: dict[str, Any] = {section: {} for section in SCHEMA}
+    merged["deployment"].update(backend=BASE_URL_KIND.name, base_url=base_url)
+    return _build(BASE_URL_KIND.name, Path.cwd() / "--base-url", f"endpoint {base_url}", merged)

@@ -56,7 +56,7 @@ def render(profile: Profile) -> Rendering:
     """Everything the dry run shows for one profile; reads files, starts nothing, builds nothing."""
     from .capacity import capacity_rule
     findings = lint_profile(profile, extra_rules=[capacity_rule])
-    if profile.model.get("path") == "@tiny":  # show where the tiny model lives instead of building it
+    if profile.model.path == "@tiny":  # show where the tiny model lives instead of building it
         profile = dataclasses.replace(profile, model={**profile.model, "path": str(tiny_model_path())})
     env_names = _env_names(profile)
     override = None
@@ -67,10 +67,10 @@ def render(profile: Profile) -> Rendering:
         for name, why in compose_vars.items():
             env_names[name] = f"{env_names[name]}; {why}" if name in env_names else why
         argv = backend.server_command(spec)
-        labels = {PROFILE_LABEL: profile.name, RUN_LABEL: RUN_ID, PORT_LABEL: str(profile.deployment["port"])}
-        override = render_override(backend.service, argv, profile.deployment.get("env", {}), labels)
+        labels = {PROFILE_LABEL: profile.name, RUN_LABEL: RUN_ID, PORT_LABEL: str(profile.deployment.port)}
+        override = render_override(backend.service, argv, profile.deployment.env, labels)
     elif profile.backend == "process":
-        argv = server_args(profile, profile.deployment["host"], profile.deployment["port"])
+        argv = server_args(profile, profile.deployment.host, profile.deployment.port)
         launcher = "python -m vllm.entrypoints.openai.api_server (process backend)"
     else:
         argv, launcher = [], f"{profile.backend} backend: no vLLM is started by pytest-vllm"
@@ -82,7 +82,7 @@ def render(profile: Profile) -> Rendering:
 
 def _env_names(profile: Profile) -> dict[str, str]:
     names = {profile.auth.get("api_key_env", "VLLM_API_KEY"): "the API key (auth.api_key_env)"}
-    for name in profile.deployment.get("env", {}):
+    for name in profile.deployment.env:
         names[name] = "deployment.env (value in the profile)"
     return names
 
@@ -133,7 +133,7 @@ def to_text(r: Rendering) -> str:
         lines += ["", "vLLM argv:", "  " + " \\\n    ".join(_pairs(r.argv))]
     if r.compose_override:
         lines += ["", "compose override (layered last, after "
-                  + ", ".join(Path(f).name for f in _list(p.deployment["compose_files"])) + "):"]
+                  + ", ".join(Path(f).name for f in _list(p.deployment.compose_files)) + "):"]
         lines += ["  " + line for line in r.compose_override.rstrip().splitlines()]
     lines += ["", "environment variables needed (names only):"]
     lines += [f"  {name}: {why}" for name, why in sorted(r.env_names.items())]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .reports import duration
+from .reports import DeployFailure, duration
 
 # Engine config keys (start-up log or /metrics) -> the vLLM flag that sets them, and vLLM's default.
 ENGINE_ROWS = {
@@ -153,8 +153,8 @@ def failures_section(data: dict[str, Any]) -> list[str]:
     if not failed and not data["deploy_failures"]:
         return []
     lines = ["## Failures", ""]
-    for name, message in data["deploy_failures"].items():
-        lines += [f"### Deployment of `{name}` failed", "", "```text", message[:4000].rstrip(), "```", ""]
+    for name, failure in data["deploy_failures"].items():  # reports.DeployFailure as a dict
+        lines += [f"### Deployment of `{name}` failed", "", *DeployFailure(**failure).to_markdown()]
     for r in failed:
         message = (r["message"] or "(no message)")[:3000].rstrip()
         lines += [f"### `{r['nodeid']}` — {r['outcome']}", "", "```text", message, "```", ""]

@@ -8,12 +8,13 @@ copies of the newest summary, for people and CI artefact upload.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .atomic import atomic_write_text
+from .errors import DeploymentError, PreflightError
 
 
 @dataclass
@@ -25,14 +26,43 @@ class TestResult:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class DeployFailure:
+    """Why a profile's deployment failed, kept as data: the report and the grid read fields, not text."""
+
+    headline: str
+    diagnosis: dict[str, str] | None = None  # pytest_vllm.diagnosis.Diagnosis as a dict
+    log: str | None = None  # path of the full server log
+    log_tail: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, exc: DeploymentError | PreflightError) -> DeployFailure:
+        if isinstance(exc, PreflightError):  # nothing started: its message is the whole story
+            return cls(str(exc))
+        return cls(exc.headline, asdict(exc.diagnosis) if exc.diagnosis else None, exc.log_path, exc.log_tail)
+
+    def to_markdown(self) -> list[str]:
+        lines = ["```", self.headline[:4000], "```", ""]
+        if self.diagnosis:
+            d = self.diagnosis
+            lines += [f"- diagnosis: **{d['title']}** [{d['cause']}]", f"- evidence: `{d['evidence']}`",
+                      f"- fix: {d['fix']}"]
+        if self.log_tail:
+            lines += ["- last log lines:", "", "```", *self.log_tail, "```"]
+        if self.log:
+            lines.append(f"- full log: `{self.log}`")
+        return [*lines, ""]
+
+
 @dataclass
 class RunReport:
     """Filled by the plugin's hooks during the run, written once at the end."""
 
-    run_dir: Path
+    run_dir: Path  # this run's folder, under reports_root
+    reports_root: Path  # --reports-dir: latest.json / latest.md are copied there
     started: float = field(default_factory=time.time)
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> deployment description
-    deploy_failures: dict[str, str] = field(default_factory=dict)
+    deploy_failures: dict[str, DeployFailure] = field(default_factory=dict)
     results: list[TestResult] = field(default_factory=list)
     measurements: dict[str, dict[str, Any]] = field(default_factory=dict)  # profile -> name -> data
     warnings: list[str] = field(default_factory=list)
@@ -52,7 +82,7 @@ class RunReport:
             "duration_s": round(time.time() - self.started, 3),
             "counts": self.counts(),
             "profiles": self.profiles,
-            "deploy_failures": self.deploy_failures,
+            "deploy_failures": {name: asdict(f) for name, f in self.deploy_failures.items()},
             "measurements": self.measurements,
             "warnings": self.warnings,
             "results": [r.__dict__ for r in self.results],
@@ -63,14 +93,11 @@ class RunReport:
         return render_summary(self.to_json())
 
     def write(self) -> Path:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        json_path = self.run_dir / "summary.json"
-        _atomic_write(json_path, json.dumps(self.to_json(), indent=2, default=str))
-        _atomic_write(self.run_dir / "summary.md", self.to_markdown())
-        top = self.run_dir.parent.parent
-        for suffix in ("json", "md"):
-            shutil.copyfile(self.run_dir / f"summary.{suffix}", top / f"latest.{suffix}")
-        return json_path
+        summaries = {"json": json.dumps(self.to_json(), indent=2, default=str), "md": self.to_markdown()}
+        for suffix, text in summaries.items():
+            atomic_write_text(self.run_dir / f"summary.{suffix}", text)
+            atomic_write_text(self.reports_root / f"latest.{suffix}", text)
+        return self.run_dir / "summary.json"
 
 
 def duration(seconds: float | None) -> str:
@@ -87,11 +114,6 @@ def duration(seconds: float | None) -> str:
     return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def new_run_dir(reports_dir: Path, run_id: str) -> Path:
-    return reports_dir / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{run_id}"
+def new_run_dir(reports_root: Path, run_id: str) -> Path:
+    """reports/runs/<date>-<time>-<run id>: one run's folder."""
+    return reports_root / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{run_id}"

@@ -20,8 +20,8 @@ from pytest_vllm.backends.base import RunSettings
 from pytest_vllm.backends.compose import (
     ComposeBackend,
     container_failure,
-    diagnose,
     engine,
+    healthcheck_hint,
     project_name,
     remove_project,
     seconds_since,
@@ -38,7 +38,8 @@ from pytest_vllm.backends.compose_conflicts import (
 )
 from pytest_vllm.backends.compose_image import CPU_IMAGE, ensure_image
 from pytest_vllm.deployment import deployed
-from pytest_vllm.errors import DeploymentError, PreflightError
+from pytest_vllm.diagnosis import diagnose_failure
+from pytest_vllm.errors import DeploymentError, PreflightError, ServerExited
 from pytest_vllm.profile import load_profile
 
 import interrupting
@@ -54,7 +55,7 @@ def _profile(name: str):
 
 
 def _backend(name: str, tmp_path: Path, api_key: str | None = "k" * 40) -> ComposeBackend:
-    settings = RunSettings(reports_dir=tmp_path / "run", run_id="t35t01", progress=lambda line: None)
+    settings = RunSettings(run_dir=tmp_path / "run", run_id="t35t01", progress=lambda line: None)
     return ComposeBackend(_profile(name), settings, api_key)
 
 
@@ -135,11 +136,30 @@ def test_container_failure_says_why(state, expected):
     assert "restarted 2 time(s)" in container_failure({**RUNNING, "RestartCount": 2})
 
 
-def test_diagnosis_blames_the_healthcheck_only_while_running():
-    unhealthy = {"Status": "running", "ExitCode": 0, "Health": {"Status": "unhealthy"}}
-    assert "healthcheck" in diagnose({"State": unhealthy})
-    assert diagnose({"State": {**unhealthy, "Status": "exited", "ExitCode": 2}}) is None  # vLLM's log says why
-    assert "lack of memory" in diagnose({"State": {"Status": "exited", "ExitCode": 137, "OOMKilled": True}})
+def test_compose_hint_is_the_failing_healthcheck_while_running_and_only_then():
+    unhealthy = {"Status": "running", "ExitCode": 0, "Health": {"Status": "unhealthy", "Log": [
+        {"ExitCode": 1, "Output": "probe says: model not loaded"}]}}
+    hint = healthcheck_hint(unhealthy)
+    assert hint and hint.cause == "compose_healthcheck_failing"
+    assert hint.evidence == "exit 1: probe says: model not loaded"
+    assert healthcheck_hint({**unhealthy, "Status": "exited", "ExitCode": 2}) is None  # vLLM's log says why
+
+
+def test_log_and_exit_state_beat_the_compose_hint_and_oom_killed_means_host_ram():
+    running = {"Status": "running", "Health": {"Status": "unhealthy"}}
+    quiet = ServerExited("unhealthy", log_tail=["INFO nothing known"], diagnosis=healthcheck_hint(running))
+    diagnose_failure(quiet, None)
+    assert quiet.diagnosis and quiet.diagnosis.cause == "compose_healthcheck_failing"  # the log proves nothing
+    loud = ServerExited("unhealthy", log_tail=["torch.OutOfMemoryError: CUDA out of memory"],
+                        diagnosis=healthcheck_hint(running))
+    diagnose_failure(loud, None)
+    assert loud.diagnosis and loud.diagnosis.cause == "cuda_oom"
+    # OOMKilled is the kernel's verdict on host RAM: GPU memory settings are not the fix.
+    killed = ServerExited("exited with code 137 (OOMKilled: true)", exit_code=137, oom_killed=True,
+                          log_tail=["INFO Loading safetensors checkpoint shards"])
+    diagnose_failure(killed, None)
+    assert killed.diagnosis and killed.diagnosis.cause == "container_oom_killed"
+    assert "host RAM" in str(killed) and "gpu-memory-utilization" not in str(killed)
 
 
 def test_docker_timestamps_with_nanoseconds_are_read():
@@ -237,7 +257,7 @@ def run_suite(profile: str, reports: Path, *extra: str, env: dict[str, str] | No
 @pytest.mark.docker
 def test_compose_refusing_up_is_quoted(docker_engine, tmp_path):
     with pytest.raises(DeploymentError) as failure, \
-            deployed(_profile("compose_missing_image"), RunSettings(reports_dir=tmp_path, progress=lambda s: None)):
+            deployed(_profile("compose_missing_image"), RunSettings(run_dir=tmp_path, progress=lambda s: None)):
         pass
     message = str(failure.value)
     assert "docker compose up failed" in message
@@ -253,7 +273,7 @@ def test_compose_refusing_the_file_is_quoted(docker_engine, tmp_path):
         "extends: " + str(PROFILES / "cpu_tiny_compose.yml") + "\n"
         "deployment: {port: 8027, compose_files: [broken.yml]}\n")
     profile = load_profile(str(tmp_path / "compose_broken.yml"), PROFILE_DIRS)
-    backend = ComposeBackend(profile, RunSettings(reports_dir=tmp_path, progress=lambda s: None), "k" * 40)
+    backend = ComposeBackend(profile, RunSettings(run_dir=tmp_path, progress=lambda s: None), "k" * 40)
     try:  # the backend itself, without the preflight lint in front of it
         with pytest.raises(DeploymentError, match=r"docker compose config failed \(exit 1\)[\s\S]*ports"):
             backend.start()
@@ -271,7 +291,7 @@ def test_port_held_by_another_compose_deployment_is_named(docker_engine, tmp_pat
                 PORT_LABEL: "8028", PROFILE_LABEL: "compose_holder"})
     try:
         with pytest.raises(PreflightError) as failure:
-            with deployed(_profile("compose_port_taken"), RunSettings(reports_dir=tmp_path, progress=lambda s: None)):
+            with deployed(_profile("compose_port_taken"), RunSettings(run_dir=tmp_path, progress=lambda s: None)):
                 pass
     finally:
         holder.remove(force=True)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 import pytest
 
 from pytest_vllm import engine_config
+from pytest_vllm.backends.base import RunSettings
+from pytest_vllm.backends.registry import KINDS
+from pytest_vllm.deployment import make_backend
 from pytest_vllm.errors import ProfileError
 from pytest_vllm.metrics import Histogram, MetricsFormatError, histogram, info_labels, kind, parse_metrics, total
-from pytest_vllm.profile import deep_merge, load_profile, render_flags
+from pytest_vllm.profile import deep_merge, external_profile, load_profile, render_flags
 from pytest_vllm.streaming import StreamResult, consume_chunk
 
 from conftest import DATA, PROFILES, REPO
@@ -33,7 +37,7 @@ def test_extends_by_relative_path(tmp_path: Path):
     child = tmp_path / "child.yml"
     child.write_text(f"extends: {PROFILES / 'cpu_tiny.yml'}\ndeployment:\n  port: 9999\n")
     p = load_profile(str(child), [PROFILES])
-    assert p.deployment["port"] == 9999 and p.model["path"] == "@tiny"
+    assert p.deployment.port == 9999 and p.model.path == "@tiny"
     assert p.chain == ("child", "cpu_tiny")
 
 
@@ -127,8 +131,22 @@ def test_kv_cache_memory_is_read_per_worker_and_checked_against_the_profile(tmp_
     suite = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(suite)
     deployment = SimpleNamespace(engine_config={"kv_cache_memory_gib": free})
-    profile = SimpleNamespace(thresholds={"kv_cache_free_gib_min": 6}, path=tmp_path / "vl.yml")
+    profile = SimpleNamespace(thresholds=SimpleNamespace(kv_cache_free_gib_min=6), path=tmp_path / "vl.yml")
     with pytest.raises(AssertionError, match=r"5.75 GiB per GPU .* below the 6 GiB required"):
         suite.test_kv_cache_memory_left_after_loading(deployment, profile, lambda *_: None)
-    profile.thresholds["kv_cache_free_gib_min"] = 5
+    profile.thresholds.kv_cache_free_gib_min = 5
     suite.test_kv_cache_memory_left_after_loading(deployment, profile, lambda *_: None)
+
+
+def test_backend_kinds_say_what_they_are_and_only_our_servers_are_ours(tmp_path: Path):
+    for name, backend_kind in KINDS.items():
+        assert backend_kind.backend_class().kind is backend_kind and backend_kind.name == name
+    settings = RunSettings(run_dir=tmp_path)
+    external = make_backend(external_profile("http://127.0.0.1:9"), settings, None)
+    assert external.name == "external" and not external.ours  # never linted, started or stopped
+    process = make_backend(load_profile("cpu_tiny", [PROFILES]), settings, None)
+    assert process.ours and process.base_url == "http://127.0.0.1:8000" == settings.endpoint(process.profile)
+    process.attached = True  # --reuse found it running
+    assert not process.ours
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.run_dir = tmp_path / "elsewhere"  # type: ignore[misc]

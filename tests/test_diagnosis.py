@@ -126,7 +126,7 @@ def _profile(tmp_path: Path, server: str) -> Path:
 @pytest.mark.real
 def test_real_invalid_choice_through_the_process_backend(tmp_path):
     profile = load_profile(str(_profile(tmp_path, "  mm-encoder-tp-mode: replicate\n")), [PROFILES])
-    backend = ProcessBackend(profile, RunSettings(reports_dir=tmp_path), api_key=None)
+    backend = ProcessBackend(profile, RunSettings(run_dir=tmp_path), api_key=None)
     backend.start()
     try:
         deadline = time.monotonic() + 120
@@ -148,7 +148,7 @@ def test_real_invalid_choice_through_the_process_backend(tmp_path):
 def test_real_port_taken(tmp_path):
     # The process backend refuses a taken port itself; here vLLM meets it, as under compose or by hand.
     profile = load_profile(str(_profile(tmp_path, "  max-model-len: 8192\n")), [PROFILES])
-    backend = ProcessBackend(profile, RunSettings(reports_dir=tmp_path), api_key=None)
+    backend = ProcessBackend(profile, RunSettings(run_dir=tmp_path), api_key=None)
     log_path = tmp_path / "server.log"
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", REAL_PORT))

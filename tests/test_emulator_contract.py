@@ -90,7 +90,7 @@ def target(request, tmp_path_factory) -> Iterator[Target]:
         with EmulatorServer(api_key="contract-key", model=model, log_path=tmp / "emulator.log") as emulator:
             yield Target(emulator.base_url, "contract-key", profile.served_name, {})
         return
-    settings = RunSettings(reports_dir=tmp, progress=lambda line: None)
+    settings = RunSettings(run_dir=tmp, progress=lambda line: None)
     with deployed(profile, settings) as deployment:
         yield Target(deployment.base_url, deployment.api_key, deployment.served_model, _whitespace_bias())
 

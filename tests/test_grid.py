@@ -34,9 +34,14 @@ def test_grid_runs_each_profile_records_the_broken_one_and_ranks(pytester, tmp_p
     assert records["emu_grid_a"]["status"] == "passed"
     assert records["emu_grid_b"]["status"] == "passed"
     assert records["emu_grid_broken"]["status"] == "deploy_failed"
-    assert "not healthy after 2s" in records["emu_grid_broken"]["failure"]
+    failure = records["emu_grid_broken"]["failure"]  # kept as data: headline, diagnosis, log
+    assert "not healthy after 2s" in failure["headline"]
+    assert failure["diagnosis"]["cause"] == "health_timeout_loading" and failure["log"].endswith("-emulator.log")
+    summary = json.loads((tmp_path / "reports" / "latest.json").read_text())
+    assert summary["deploy_failures"]["emu_grid_broken"] == failure
     report = (tmp_path / "reports" / "grid-report.md").read_text()
     assert "`emu_grid_broken` | deploy_failed" in report and "not healthy after 2s" in report
+    assert "— diagnosis: health timeout" in report
     assert (tmp_path / "reports" / "grid-report.png").stat().st_size > 1000
     # Effective config is what the server says, not what the flags say.
     rows = {r["profile"]: r for r in json.loads((tmp_path / "reports" / "grid-report.json").read_text())["rows"]}

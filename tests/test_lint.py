@@ -298,7 +298,7 @@ def test_run_variables_stand_in_for_what_the_compose_backend_writes():
     profile = load_profile("cpu_tiny_compose", [PROFILES])
     stand_ins = compose_rules.run_variables(profile, ["PYTEST_VLLM_VENV", "HF_TOKEN"])
     assert set(stand_ins) == {"PYTEST_VLLM_VENV", "PYTEST_VLLM_HOST", "PYTEST_VLLM_PORT"}
-    assert stand_ins["PYTEST_VLLM_PORT"] == str(profile.deployment["port"])
+    assert stand_ins["PYTEST_VLLM_PORT"] == str(profile.deployment.port)
 
 
 # --- compose reading ------------------------------------------------------------------------------------

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from pytest_vllm.errors import ProfileError
 from pytest_vllm.profile import known_profiles, load_profile, render_flags
+from pytest_vllm.profile_schema import BEGIN, END, HardwareSection, TimeoutsSection, markdown_table, write_readme
 
-from conftest import PROFILES
+from conftest import PROFILES, REPO
 
 # The seeds' grid configurations: gpu-memory-utilization, prefix caching, chunked prefill, as their
 # script wrote them (seeds 002 §2.1): true -> the flag, false -> the flag left out (None: V1's default, ON).
@@ -30,17 +32,17 @@ def test_every_shipped_profile_loads_and_validates(name: str):
     profile = load_profile(name, [PROFILES])
     assert profile.name == name and profile.description
     if profile.backend == "compose":
-        for f in profile.deployment["compose_files"]:
+        for f in profile.deployment.compose_files:
             assert profile.relative(f).is_file(), f
 
 
 def test_medium_is_the_seeds_production_deployment():
     p = load_profile("medium", [PROFILES])
-    assert (p.model["path"], p.served_name, p.model["quantization"]) == ("Qwen/Qwen3-32B-AWQ", "qwen3", "awq")
-    assert p.backend == "compose" and p.deployment["service"] == "medium-qwen3" and p.deployment["port"] == 5002
-    assert p.auth["api_key_env"] == "VLLM_API_KEY_MEDIUM"
-    assert p.hardware == {"gpus": 2, "gpu_memory_gib": 24, "device_ids": ["0", "1"]}
-    assert p.capabilities["reasoning_parser"] == "qwen3" and p.capabilities["tool_parser"] == "hermes"
+    assert (p.model.path, p.served_name, p.model.quantization) == ("Qwen/Qwen3-32B-AWQ", "qwen3", "awq")
+    assert p.backend == "compose" and p.deployment.service == "medium-qwen3" and p.deployment.port == 5002
+    assert p.auth.api_key_env == "VLLM_API_KEY_MEDIUM"
+    assert p.hardware == HardwareSection(gpus=2, gpu_memory_gib=24, device_ids=["0", "1"])
+    assert p.capabilities.reasoning_parser == "qwen3" and p.capabilities.tool_parser == "hermes"
     args = render_flags(p.server)
     assert args[args.index("--tensor-parallel-size") + 1] == "2"
     assert "--max-model-len" not in args  # as the seeds ran it: 32768 x yarn 4 = model.max_model_len
@@ -68,10 +70,10 @@ def test_the_champion_as_meant_turns_caching_really_off_and_expects_no_accelerat
 
 def test_medium_vl_is_the_awq_build_the_seeds_ended_on():
     p = load_profile("medium_vl", [PROFILES])
-    assert p.model["path"] == "cpatonn/Qwen3-VL-32B-Thinking-AWQ-4bit"
-    assert p.model["quantization"] == "compressed-tensors" and p.model["multimodal"] is True
-    assert p.capabilities["vision"] is True and p.capabilities["max_images"] == 3
-    assert "tool_parser" not in p.capabilities  # null removed what medium claims
+    assert p.model.path == "cpatonn/Qwen3-VL-32B-Thinking-AWQ-4bit"
+    assert p.model.quantization == "compressed-tensors" and p.model.multimodal is True
+    assert p.capabilities.vision is True and p.capabilities.max_images == 3
+    assert p.capabilities.tool_parser is None  # null removed what medium claims
     args = render_flags(p.server)
     assert "--quantization" not in args and "--hf-overrides" not in args and "--tool-call-parser" not in args
     assert "--gpu-memory-utilization" not in args  # not in the seeds: vLLM's default
@@ -80,15 +82,15 @@ def test_medium_vl_is_the_awq_build_the_seeds_ended_on():
     assert p.thresholds["kv_cache_free_gib_min"] == 6 and p.timeouts["health"] == 900
     assert args[args.index("--limit-mm-per-prompt") + 1] == '{"image":3,"video":0}'
     assert args[args.index("--mm-encoder-tp-mode") + 1] == "weights"
-    assert p.auth["api_key_env"] == "VLLM_API_KEY_MEDIUM_VL" and p.deployment["port"] == 5003
+    assert p.auth.api_key_env == "VLLM_API_KEY_MEDIUM_VL" and p.deployment.port == 5003
 
 
 def test_env_examples_exist_for_each_env_file_and_hold_no_key():
     for name in ("medium", "medium_vl"):
         p = load_profile(name, [PROFILES])
-        example = p.relative(p.deployment["env_file"] + ".example")
+        example = p.relative(p.deployment.env_file + ".example")
         text = example.read_text()
-        assert f"{p.auth['api_key_env']}=replace-with" in text
+        assert f"{p.auth.api_key_env}=replace-with" in text
 
 
 # --- bad input: one clear message naming file, key and fix ------------------------------------------------
@@ -161,3 +163,26 @@ def test_extends_unknown_parent(tmp_path: Path):
 def test_null_deletes_an_inherited_flag(tmp_path: Path):
     path = write(tmp_path, "nulls.yml", "extends: medium\nserver:\n  hf-overrides: null\n")
     assert "hf-overrides" not in load_profile(str(path), [PROFILES]).server
+
+
+def test_readme_profile_table_is_the_schema(tmp_path: Path):
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert f"{BEGIN}\n{markdown_table()}{END}" in readme, \
+        "README's profile table differs from pytest_vllm/profile_schema.py: run python -m pytest_vllm " \
+        "profile-schema --write README.md"
+    stale = tmp_path / "README.md"
+    stale.write_text(readme.replace("| `timeouts.health` | `900` |", "| `timeouts.health` | `600` |"))
+    assert write_readme(stale) and stale.read_text(encoding="utf-8") == readme
+
+
+def test_sections_are_typed_with_their_defaults_and_read_as_mappings(tmp_path: Path):
+    path = tmp_path / "p.yml"
+    path.write_text("model:\n  path: m\ncapabilities:\n  tool_parser: hermes\ntimeouts:\n  health: 60\n")
+    p = load_profile(str(path), [])
+    assert p.timeouts == TimeoutsSection(health=60, test=300, request=120) and p.timeouts.health == 60
+    assert p.deployment.port == 8000 and p.thresholds.kv_rounds == 5 and p.capabilities.semantic is True
+    # the mapping view holds the keys that are set, as the former dict sections did
+    assert "tool_parser" in p.capabilities and "reasoning_parser" not in p.capabilities
+    assert p.capabilities.get("tool_parser") == "hermes" and p.thresholds.get("ttft_hit_ms_max") is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.timeouts.health = 1  # type: ignore[misc]

@@ -50,7 +50,7 @@ def test_tool_suite_names_the_flags_when_vllm_has_no_tool_parser(run_suite, tmp_
     # ...but one already running that way (what --base-url points at) must fail with the flags to add.
     bare = tmp_path / "bare.yml"
     bare.write_text(yaml.safe_dump({"extends": str(profile), "capabilities": {"tool_parser": None}}))
-    settings = RunSettings(reports_dir=tmp_path / "server", api_key="k" * 40, progress=lambda line: None)
+    settings = RunSettings(run_dir=tmp_path / "server", api_key="k" * 40, progress=lambda line: None)
     with deployed(load_profile(str(bare), [PROFILES]), settings) as server:
         result = run_suite(SUITE_FILES[1], f"--profile={profile}", f"--base-url={server.base_url}",
                            f"--api-key={server.api_key}")

@@ -1,8 +1,9 @@
-"""The small interface every deployment backend implements (process, compose, external).
+"""The small interface every deployment backend implements (process, compose, external, emulator).
 
 A backend knows how to start its server, say whether it is still alive (raising at once when it
-is not), show its log, and stop it. Waiting for health, progress display and reading the effective
-engine config are shared and live in `pytest_vllm.deployment`.
+is not), show its log, and stop it. What each backend is (name, required keys, whether the server is
+ours) is its `kind`, from `pytest_vllm.backends.registry`. Waiting for health, progress display and
+reading the effective engine config are shared and live in `pytest_vllm.deployment`.
 """
 
 from __future__ import annotations
@@ -16,28 +17,42 @@ from typing import ClassVar
 
 from ..profile import Profile, render_flags
 from ..tiny_model import ensure_tiny_model
+from .registry import BackendKind
 
 Progress = Callable[[str], None]
 
 
-@dataclass
+def new_run_id() -> str:
+    return secrets.token_hex(3)
+
+
+@dataclass(frozen=True)
 class RunSettings:
     """What the command line decided for this run; shared by every backend."""
 
-    reports_dir: Path
+    run_dir: Path  # this run's own folder (server logs, compose work files), under --reports-dir
     api_key: str | None = None
     base_url: str | None = None
     keep_up: bool = False
     reuse: bool = False
     health_timeout: float | None = None
-    run_id: str = field(default_factory=lambda: secrets.token_hex(3))
+    run_id: str = field(default_factory=new_run_id)
     progress: Progress = print
+
+    def health_timeout_for(self, profile: Profile) -> float:
+        """--health-timeout, else the profile's timeouts.health."""
+        return float(self.health_timeout or profile.timeouts.health)
+
+    def endpoint(self, profile: Profile) -> str:
+        """Where the profile's server answers: --base-url, else deployment.base_url, else host:port."""
+        d = profile.deployment
+        return self.base_url or d.base_url or f"http://{d.host}:{d.port}"
 
 
 class Backend(ABC):
-    """One way of running a deployment. Subclasses set `name` and implement the four methods."""
+    """One way of running a deployment. Subclasses set `kind` and implement the four methods."""
 
-    name: ClassVar[str]
+    kind: ClassVar[BackendKind]
     # Where the server's own output is kept (None when we cannot see it, e.g. external).
     log_path: Path | None = None
     attached: bool = False  # --reuse found it running: not ours to start or stop
@@ -48,9 +63,17 @@ class Backend(ABC):
         self.api_key = api_key
 
     @property
+    def name(self) -> str:
+        return self.kind.name
+
+    @property
+    def ours(self) -> bool:
+        """We started it, so we lint it first and stop it after: not an external server, not --reuse."""
+        return self.kind.owns_server and not self.attached
+
+    @property
     def base_url(self) -> str:
-        d = self.profile.deployment
-        return self.settings.base_url or d.get("base_url") or f"http://{d['host']}:{d['port']}"
+        return self.settings.endpoint(self.profile)
 
     @abstractmethod
     def start(self) -> None:
@@ -103,6 +126,6 @@ def model_path(value: str) -> str:
 def server_args(profile: Profile, host: str, port: int) -> list[str]:
     """vLLM's command-line arguments for a profile, whichever backend runs it: model, name, where to
     listen, then the profile's flags and raw extra arguments."""
-    return ["--model", model_path(profile.model["path"]), "--served-model-name", profile.served_name,
+    return ["--model", model_path(profile.model.path or ""), "--served-model-name", profile.served_name,
             "--host", host, "--port", str(port), *render_flags(profile.server),
-            *profile.deployment.get("extra_args", [])]
+            *profile.deployment.extra_args]

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import interrupts
+from ..diagnosis import Diagnosis
 from ..errors import DeploymentError, PreflightError, ServerExited
 from ..waiting import HttpHealth
 from .base import Backend, model_path, read_tail, server_args
@@ -48,6 +49,7 @@ from .compose_conflicts import (
 )
 from .compose_image import CPU_IMAGE
 from .process import port_in_use
+from .registry import KINDS
 
 DOWN_OVERHEAD_S = 60  # `down` beyond the stop grace: removing containers on a slow engine
 ENGINE_TIMEOUT_S = 10
@@ -91,6 +93,12 @@ def engine() -> Any:
         raise PreflightError(f"the Docker engine is not reachable: {exc}\n  fix: {SETUP_HINT}") from None
 
 
+def health_log(state: dict[str, Any]) -> list[str]:
+    """The container healthcheck's last outputs, `exit N: output`, newest last."""
+    return [f"exit {h.get('ExitCode')}: {(h.get('Output') or '').strip()[:300]}"
+            for h in ((state.get("Health") or {}).get("Log") or [])[-3:]]
+
+
 def container_failure(attrs: dict[str, Any]) -> str | None:
     """Why this container will never serve (exited, dead, restarted, OOM-killed, unhealthy), or None."""
     state = attrs.get("State") or {}
@@ -103,24 +111,20 @@ def container_failure(attrs: dict[str, Any]) -> str | None:
         return (f"restarted {attrs.get('RestartCount', 0)} time(s) by its restart policy: it exited with code "
                 f"{state.get('ExitCode')} (OOMKilled: false)")
     if health.get("Status") == "unhealthy":
-        checks = [f"  exit {h.get('ExitCode')}: {(h.get('Output') or '').strip()[:300]}"
-                  for h in (health.get("Log") or [])[-3:]]
         return (f"unhealthy: its health check failed {health.get('FailingStreak', '?')} time(s) in a row; "
-                "health log:\n" + "\n".join(checks))
+                "health log:\n" + "\n".join(f"  {line}" for line in health_log(state)))
     return None
 
 
-def diagnose(attrs: dict[str, Any]) -> str | None:
-    state = attrs.get("State") or {}
-    if state.get("OOMKilled"):
-        return ("the kernel killed the container for lack of memory: lower --gpu-memory-utilization, "
-                "--max-model-len or --max-num-seqs, or give the container more memory")
-    if state.get("ExitCode") == 137:
-        return "killed by SIGKILL (docker stop/kill, or the host's OOM killer)"
-    if state.get("Status") == "running" and (state.get("Health") or {}).get("Status") == "unhealthy":
-        return ("the compose healthcheck fails: check its URL and port against the server's --host/--port, and "
-                "that its start_period covers the model's loading time")
-    return None
+def healthcheck_hint(state: dict[str, Any]) -> Diagnosis | None:
+    """Compose's own cause, which no server log shows: the container runs but its healthcheck fails."""
+    if state.get("Status") != "running" or (state.get("Health") or {}).get("Status") != "unhealthy":
+        return None
+    checks = health_log(state)
+    return Diagnosis("compose_healthcheck_failing", "the compose healthcheck fails while the container runs",
+                     checks[-1] if checks else "Health.Status: unhealthy",
+                     "check the healthcheck's URL and port against the server's --host/--port, and that its "
+                     "start_period covers the model's loading time")
 
 
 def seconds_since(docker_time: str | None) -> float | None:
@@ -150,14 +154,14 @@ class LogFollower(threading.Thread):
 
 
 class ComposeBackend(Backend):
-    name = "compose"
+    kind = KINDS["compose"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         d = self.profile.deployment
-        self.service: str = d["service"]
+        self.service: str = d.service
         self.project = project_name(self.profile.name, self.settings.run_id)
-        self.work_dir = self.settings.reports_dir / "compose" / self.project
+        self.work_dir = self.settings.run_dir / "compose" / self.project
         self.env_file = self.work_dir / "compose.env"
         self.override = self.work_dir / "override.yml"
         self.container: Any = None
@@ -166,8 +170,7 @@ class ComposeBackend(Backend):
 
     # -- compose -------------------------------------------------------------------------------------------
     def compose_files(self) -> list[Path]:
-        files = self.profile.deployment["compose_files"]
-        return [self.profile.relative(f) for f in ([files] if isinstance(files, str) else files)]
+        return [self.profile.relative(f) for f in self.profile.deployment.compose_files or []]
 
     def _compose(self, *args: str, files: tuple[Path, ...] | None = None, timeout: float | None = None,
                  hurry: bool = False) -> subprocess.CompletedProcess[str]:
@@ -182,7 +185,7 @@ class ComposeBackend(Backend):
                 command += ["-f", str(f)]
         env = dict(os.environ)
         # Compose lets the shell win over --env-file: the key decided for this run must not be shadowed.
-        env.pop(self.profile.auth.get("api_key_env", "VLLM_API_KEY"), None)
+        env.pop(self.profile.api_key_env, None)
         deadline = math.inf if timeout is None else time.monotonic() + timeout
         with subprocess.Popen([*command, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                               stdin=subprocess.DEVNULL, cwd=None if files else tempfile.gettempdir(),
@@ -207,20 +210,22 @@ class ComposeBackend(Backend):
         said = result.stderr or result.stdout
         lines = [line for line in said.splitlines() if line.strip()]
         files = ", ".join(str(f) for f in self.compose_files())
-        local_image = f"No such image: {CPU_IMAGE}" in said
+        missing_image = f"No such image: {CPU_IMAGE}"
+        hint = Diagnosis("local_image_missing", "the local image is not built yet", missing_image,
+                         SETUP_HINT) if missing_image in said else None
         return DeploymentError(f"docker compose {what} failed (exit {result.returncode}) for profile "
                                f"'{self.profile.name}' ({files}); compose said:", log_tail=lines[-30:],
-                               diagnosis=f"the local image is not built yet: {SETUP_HINT}" if local_image else None)
+                               diagnosis=hint)
 
     def interpolation_variables(self) -> dict[str, str]:
         """PYTEST_VLLM_* for compose files: where the server listens and what the host has to mount
         (this Python and venv, the model when it is a local folder, vLLM's compile cache)."""
         d = self.profile.deployment
-        model = model_path(self.profile.model["path"])
+        model = model_path(self.profile.model.path or "")
         compile_cache = Path(os.environ.get("VLLM_CACHE_ROOT") or
                              Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vllm")
         compile_cache.mkdir(parents=True, exist_ok=True)
-        variables = {"PYTEST_VLLM_HOST": d["host"], "PYTEST_VLLM_PORT": str(d["port"]),
+        variables = {"PYTEST_VLLM_HOST": d.host, "PYTEST_VLLM_PORT": str(d.port),
                      "PYTEST_VLLM_VENV": sys.prefix, "PYTEST_VLLM_PYTHON_HOME": sys.base_prefix,
                      "PYTEST_VLLM_COMPILE_CACHE": str(compile_cache.expanduser())}
         if Path(model).is_dir():
@@ -228,7 +233,7 @@ class ComposeBackend(Backend):
         return variables
 
     def _write_env_file(self) -> None:
-        source = self.profile.deployment.get("env_file")
+        source = self.profile.deployment.env_file
         inherited = ""
         if source:
             path = self.profile.relative(source)
@@ -237,7 +242,7 @@ class ComposeBackend(Backend):
                                      "  fix: create it (KEY=VALUE lines) or remove the key")
             inherited = path.read_text(encoding="utf-8")
         text = render_env_file(inherited=inherited, variables=self.interpolation_variables(),
-                               secret_name=self.profile.auth.get("api_key_env", "VLLM_API_KEY"), secret=self.api_key)
+                               secret_name=self.profile.api_key_env, secret=self.api_key)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -258,30 +263,30 @@ class ComposeBackend(Backend):
         """
         p, d = self.profile, self.profile.deployment
         if spec.host_network:
-            host, port = d["host"], d["port"]
-        elif d["port"] in spec.published:
-            host, port = "0.0.0.0", spec.published[d["port"]]
+            host, port = d.host, d.port
+        elif d.port in spec.published:
+            host, port = "0.0.0.0", spec.published[d.port]
         else:
             raise PreflightError(
-                f"service '{self.service}' publishes no host port {d['port']} (published: "
-                f"{', '.join(map(str, spec.published)) or 'none'}).\n  fix: add `ports: [\"127.0.0.1:{d['port']}:"
-                f"{d['port']}\"]` to the service, use network_mode: host, or set deployment.port in {p.path}")
+                f"service '{self.service}' publishes no host port {d.port} (published: "
+                f"{', '.join(map(str, spec.published)) or 'none'}).\n  fix: add `ports: [\"127.0.0.1:{d.port}:"
+                f"{d.port}\"]` to the service, use network_mode: host, or set deployment.port in {p.path}")
         return server_args(p, host, port)
 
     # -- preflight -----------------------------------------------------------------------------------------
     def _preflight(self, client: Any, spec: ServiceSpec) -> None:
         d = self.profile.deployment
         running = [c.attrs for c in client.containers.list(filters={"label": PROJECT_LABEL, "status": "running"})]
-        conflicts = find_conflicts(running, d["port"], spec.gpus)
+        conflicts = find_conflicts(running, d.port, spec.gpus)
         if conflicts:
             raise PreflightError(
                 f"profile '{self.profile.name}' cannot start: another deployment is in the way:\n"
                 + "\n".join(f"  - {c}" for c in conflicts)
                 + "\n  fix: stop it (`docker compose -p <project> down`), attach to it with --reuse if it is this "
                   "profile, or change deployment.port / the service's GPU reservation")
-        if port_in_use(d["host"], d["port"]):
+        if port_in_use(d.host, d.port):
             raise PreflightError(
-                f"port {d['port']} on {d['host']} is already in use by a process that is not a compose deployment.\n"
+                f"port {d.port} on {d.host} is already in use by a process that is not a compose deployment.\n"
                 f"  fix: stop it, or set deployment.port in {self.profile.path} to a free port")
 
     # -- Backend -------------------------------------------------------------------------------------------
@@ -310,13 +315,13 @@ class ComposeBackend(Backend):
         spec = self._service_spec()
         self._preflight(client, spec)
         labels = {PROFILE_LABEL: self.profile.name, RUN_LABEL: self.settings.run_id,
-                  PORT_LABEL: str(self.profile.deployment["port"])}
+                  PORT_LABEL: str(self.profile.deployment.port)}
         self.override.write_text(render_override(self.service, self.server_command(spec),
-                                                 self.profile.deployment.get("env", {}), labels), encoding="utf-8")
+                                                 self.profile.deployment.env, labels), encoding="utf-8")
         self._up = True
         if not self.settings.keep_up:
             atexit.register(self.stop)  # last resort if the run dies without teardown
-        timeout = float(self.settings.health_timeout or self.profile.timeouts["health"])
+        timeout = self.settings.health_timeout_for(self.profile)
         try:
             result = self._compose("up", "-d", "--remove-orphans", files=(*self.compose_files(), self.override),
                                    timeout=timeout)
@@ -330,7 +335,7 @@ class ComposeBackend(Backend):
         """Follow the container's log into reports/. `history`: a container already running (--reuse) has
         its past log written at once, so the effective config can be read from it right away."""
         self.container = container
-        logs = self.settings.reports_dir / "logs"
+        logs = self.settings.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self.log_path = logs / f"{self.profile.name}-{self.settings.run_id}-container.log"
         since = None
@@ -364,7 +369,9 @@ class ComposeBackend(Backend):
         when = f", {ago:.2f}s ago" if ago is not None else ""
         raise ServerExited(f"{self.profile.name}: container {self.container.name} (compose project {self.project}, "
                            f"service {self.service}) {failure}{when}",
-                           log_tail=self.log_tail(), log_path=str(self.log_path), diagnosis=diagnose(attrs))
+                           exit_code=None if state.get("Status") == "running" else state.get("ExitCode"),
+                           oom_killed=bool(state.get("OOMKilled")), health_log=health_log(state),
+                           log_tail=self.log_tail(), log_path=str(self.log_path), diagnosis=healthcheck_hint(state))
 
     def log_tail(self, lines: int = 50) -> list[str]:
         return read_tail(self.log_path, lines)
@@ -381,7 +388,7 @@ class ComposeBackend(Backend):
     def _down(self) -> None:
         """`down` with the stop grace, then a label query removes what it left (a broken file, a killed compose,
         a hurried stop): nothing stays."""
-        grace = math.ceil(float(self.profile.timeouts["stop"]))  # compose takes whole seconds
+        grace = math.ceil(float(self.profile.timeouts.stop))  # compose takes whole seconds
         start = time.monotonic()
         problem = ""
         try:
@@ -408,7 +415,7 @@ class ComposeBackend(Backend):
     def find_running(self) -> bool:
         """--reuse: a running, healthy container labelled with this profile and port, answering /health."""
         client = engine()
-        labels = [f"{PROFILE_LABEL}={self.profile.name}", f"{PORT_LABEL}={self.profile.deployment['port']}"]
+        labels = [f"{PROFILE_LABEL}={self.profile.name}", f"{PORT_LABEL}={self.profile.deployment.port}"]
         for container in client.containers.list(filters={"label": labels, "status": "running"}):
             if container_failure(container.attrs) is None and HttpHealth(self.base_url).ready()[0]:
                 self.project = container.labels[PROJECT_LABEL]

@@ -12,10 +12,11 @@ import os
 from ..emulator import EmulatedModel, EmulatorServer, LatencyModel
 from ..errors import ServerExited
 from .base import Backend, read_tail
+from .registry import KINDS
 
 
 class EmulatorBackend(Backend):
-    name = "emulator"
+    kind = KINDS["emulator"]
     server: EmulatorServer | None = None
 
     @property
@@ -24,17 +25,17 @@ class EmulatorBackend(Backend):
 
     def faults(self) -> list[str]:
         from_env = [f for f in os.environ.get("PYTEST_VLLM_EMULATOR_FAULTS", "").split(",") if f]
-        return [*self.profile.deployment.get("faults", []), *from_env]
+        return [*self.profile.deployment.faults, *from_env]
 
     def start(self) -> None:
         d, p = self.profile.deployment, self.profile
-        logs = self.settings.reports_dir / "logs"
+        logs = self.settings.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self.log_path = logs / f"{p.name}-{self.settings.run_id}-emulator.log"
-        options = d.get("emulator", {})
+        options = d.emulator
         model = EmulatedModel.from_vllm_flags(p.server, served_name=p.served_name or None,
-                                              vision=bool(p.capabilities.get("vision")))
-        self.server = EmulatorServer(d["host"], d["port"], faults=self.faults(), api_key=self.api_key,
+                                              vision=bool(p.capabilities.vision))
+        self.server = EmulatorServer(d.host, d.port, faults=self.faults(), api_key=self.api_key,
                                      latency=LatencyModel(**options.get("latency", {})), model=model,
                                      slow_start_s=float(options.get("slow_start_s", 3600)),
                                      degrade_after_s=float(options.get("degrade_after_s", 120)),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from .base import Backend
+from .registry import KINDS
 
 
 class ExternalBackend(Backend):
-    name = "external"
+    kind = KINDS["external"]
 
     def start(self) -> None:
         """Nothing to start: the operator runs the server."""

@@ -25,6 +25,7 @@ from pathlib import Path
 from .. import interrupts
 from ..errors import PreflightError, ServerExited
 from .base import Backend, read_tail, server_args
+from .registry import KINDS
 
 KILLED_GONE_S = 5.0  # after SIGKILL the kernel needs only moments; bounded all the same
 
@@ -40,7 +41,7 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 class ProcessBackend(Backend):
-    name = "process"
+    kind = KINDS["process"]
     proc: subprocess.Popen[bytes] | None = None
     _exited_at: float = 0.0
     _tmp_dir: Path | None = None
@@ -49,12 +50,12 @@ class ProcessBackend(Backend):
     def command(self) -> list[str]:
         d = self.profile.deployment
         return [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-                *server_args(self.profile, d["host"], d["port"])]
+                *server_args(self.profile, d.host, d.port)]
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env.setdefault("HF_HUB_OFFLINE", "1")
-        env.update({k: str(v) for k, v in self.profile.deployment.get("env", {}).items()})
+        env.update({k: str(v) for k, v in self.profile.deployment.env.items()})
         if self._tmp_dir is not None:
             env["TMPDIR"] = str(self._tmp_dir)
             # the compile cache is worth keeping between runs: leave it where it was
@@ -68,13 +69,13 @@ class ProcessBackend(Backend):
 
     def start(self) -> None:
         d = self.profile.deployment
-        if port_in_use(d["host"], d["port"]):
+        if port_in_use(d.host, d.port):
             raise PreflightError(
-                f"port {d['port']} on {d['host']} is already in use; another server is listening there.\n"
+                f"port {d.port} on {d.host} is already in use; another server is listening there.\n"
                 f"  fix: stop it, or set deployment.port in {self.profile.path} to a free port")
-        run_dir = self.settings.reports_dir / "logs"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = run_dir / f"{self.profile.name}-{self.settings.run_id}-server.log"
+        logs = self.settings.run_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.log_path = logs / f"{self.profile.name}-{self.settings.run_id}-server.log"
         command = self.command()
         self._tmp_dir = Path(tempfile.mkdtemp(prefix=f"pvllm-{self.settings.run_id}-"))
         with self.log_path.open("wb") as log:
@@ -103,7 +104,7 @@ class ProcessBackend(Backend):
         raise ServerExited(
             f"vLLM server process (pid {self.proc.pid}) exited with code {code} during start-up "
             f"(noticed {time.monotonic() - self._exited_at:.2f}s after it exited)",
-            log_tail=self.log_tail(), log_path=str(self.log_path))
+            exit_code=code, log_tail=self.log_tail(), log_path=str(self.log_path))
 
     def log_tail(self, lines: int = 50) -> list[str]:
         return read_tail(self.log_path, lines)
@@ -124,7 +125,7 @@ class ProcessBackend(Backend):
         if proc is not None:
             atexit.unregister(self.stop)
             start = self._terminated_at or time.monotonic()
-            grace = float(self.profile.timeouts["stop"])
+            grace = float(self.profile.timeouts.stop)
             while group_members(proc.pid) and time.monotonic() < start + grace and not interrupts.grace(0.05):
                 proc.poll()  # reap our child as soon as it exits: a zombie still counts as a member
             killed = bool(group_members(proc.pid))

@@ -44,15 +44,14 @@ def lint_profile(profile: Profile, env_file: Path | None = None, extra_rules: Se
     findings = check_profile(profile, vllm_version)
     d = profile.deployment
     if profile.backend == "compose":
-        files = d["compose_files"] if isinstance(d["compose_files"], list) else [d["compose_files"]]
-        named = env_file or (profile.relative(d["env_file"]) if d.get("env_file") else None)
-        paths = [profile.relative(f) for f in files]
+        named = env_file or (profile.relative(d.env_file) if d.env_file else None)
+        paths = [profile.relative(f) for f in d.compose_files or []]
         missing = [p for p in paths if not p.is_file()]
         if missing:
             raise LintInputError(f"{profile.path}: deployment.compose_files: {', '.join(map(str, missing))} "
                                  "not found")
         findings += check_compose(ComposeTarget(paths, named, env_file_required=named is not None,
-                                                service=d.get("service"), profile=profile, api_key=api_key,
+                                                service=d.service, profile=profile, api_key=api_key,
                                                 vllm_version=vllm_version))
     for rule in extra_rules:
         findings += rule(profile)
@@ -90,7 +89,7 @@ def lint_target(target: str, dirs: list[Path], env_file: Path | None = None,
         return lint_compose(path, env_file, compose_gpus, vllm_version)
     profile = load_profile(target, dirs)
     if hardware:
-        profile = dataclasses.replace(profile, hardware={**profile.hardware, **hardware})
+        profile = dataclasses.replace(profile, hardware=dataclasses.replace(profile.hardware, **hardware))
     return lint_profile(profile, env_file, extra_rules, vllm_version=vllm_version)
 
 

@@ -65,7 +65,7 @@ def api_key_findings(service: Service, target: ComposeTarget, env: dict[str, str
     """(findings, the variables that hold the key) for the vLLM service."""
     profile = target.profile
     variables = key_variables(service)
-    wanted = profile.auth.get("api_key_env") if profile else None
+    wanted = profile.auth.api_key_env if profile else None
     written = environment(service.raw).get("VLLM_API_KEY", "")
     if written and "$" not in written:
         return [RULES["VC008"](service.at("environment"), service.key("environment.VLLM_API_KEY"), "the API key is "
@@ -83,7 +83,7 @@ def api_key_findings(service: Service, target: ComposeTarget, env: dict[str, str
                                "the server answers anyone who reaches its port", "add environment: VLLM_API_KEY: "
                                "${VLLM_API_KEY:?set it in the env file} and put a 32+ character key there",
                                severity=Severity.WARNING)], variables
-    if profile and (profile.auth.get("generate") or target.api_key):
+    if profile and (profile.auth.generate or target.api_key):
         checked = {wanted: target.api_key} if target.api_key and wanted else {}
     else:  # what compose hands over: `${VAR:-default}` evaluated
         checked = {" / ".join(sorted(variables)): effective_key(service)}

@@ -182,7 +182,7 @@ def run_variables(profile: Profile | None, used: Iterable[str]) -> dict[str, str
         return {}
     d = profile.deployment
     stand_ins = {var: f"/pytest-vllm/{var.lower()}" for var in used if var.startswith(RUN_VARIABLE_PREFIX)}
-    return {**stand_ins, f"{RUN_VARIABLE_PREFIX}HOST": d["host"], f"{RUN_VARIABLE_PREFIX}PORT": str(d["port"])}
+    return {**stand_ins, f"{RUN_VARIABLE_PREFIX}HOST": d.host, f"{RUN_VARIABLE_PREFIX}PORT": str(d.port)}
 
 
 def _env_file(target: ComposeTarget, findings: list[Finding]) -> EnvFile | None:
@@ -412,7 +412,7 @@ def _reserved_ids(service: Service) -> set[str] | None:
 def _gpu_capacity(service: Service, target: ComposeTarget, values: dict[str, str | bool]) -> Iterable[Finding]:
     need = parallelism(values)
     image = str(service.data.get("image", ""))
-    profile_gpus = target.profile.hardware.get("gpus") if target.profile else None
+    profile_gpus = target.profile.hardware.gpus if target.profile else None
     expects_gpu = bool(profile_gpus) or need > 1 or (runs_server_entrypoint(image) and "cpu" not in image)
     reserved = _reserved_ids(service)
     if reserved is None and expects_gpu:
@@ -439,7 +439,7 @@ def _vllm_port(service: Service, target: ComposeTarget,
     published = _published(service.data.get("ports") or [])
     profile = target.profile
     if profile:  # the compose backend passes --port itself, from the profile's port
-        port = profile.deployment["port"]
+        port = profile.deployment.port
         if host_network:
             return port, []
         targets = [container for host, container in published if host == port]
@@ -536,6 +536,6 @@ def _render(target: ComposeTarget, env_source: EnvFile | None, stand_ins: dict[s
 def _key_stand_in(target: ComposeTarget) -> dict[str, str]:
     """For `config` only: a generated key the run will provide, so `${KEY:?}` does not stop validation."""
     profile = target.profile
-    if profile and profile.auth.get("api_key_env") and (target.api_key or profile.auth.get("generate")):
-        return {profile.auth["api_key_env"]: target.api_key or "x" * 32}
+    if profile and profile.auth.api_key_env and (target.api_key or profile.auth.generate):
+        return {profile.auth.api_key_env: target.api_key or "x" * 32}
     return {}

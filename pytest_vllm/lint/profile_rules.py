@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
+from ..backends.registry import kind
 from ..profile import Profile, find_profile, normalize_flag, render_flags
 from .composefile import load_yaml
 from .consistency import check_context, check_quantization, last_values, parallelism, size
@@ -30,7 +31,7 @@ def profile_flag_uses(profile: Profile, version: VersionChoice | None = None) ->
     for key, value in profile.server.items():
         _, parsed = split_argv(render_flags({key: value}), lambda _i, k=key: f"server.{k}", version)
         uses += parsed
-    extra = [str(a) for a in profile.deployment.get("extra_args", [])]
+    extra = [str(a) for a in profile.deployment.extra_args]
     if extra:
         uses += split_argv(extra, lambda i: f"deployment.extra_args[{i}]", version)[1]
     return uses
@@ -43,13 +44,13 @@ def profile_version(profile: Profile, override: str | None = None) -> VersionCho
     d = profile.deployment
     merged: dict[str, object] = {}  # the service across the compose files, a later file's keys winning
     base = profile.path.parent
-    for name in d["compose_files"] if isinstance(d["compose_files"], list) else [d["compose_files"]]:
+    for name in d.compose_files or []:
         path = profile.relative(name)
         try:
             data, _ = load_yaml(path)
         except Exception:  # noqa: BLE001 - compose_rules reports unreadable compose files
             continue
-        service = ((data or {}).get("services") or {}).get(d.get("service")) or {}
+        service = ((data or {}).get("services") or {}).get(d.service) or {}
         merged.update(service)
         base = path.parent if "build" in service else base
     return for_service(merged, base, override)
@@ -62,7 +63,7 @@ def check_profile(profile: Profile, vllm_version: str | None = None) -> list[Fin
     """
     file = str(profile.path)
     findings = list(_duplicate_keys(profile))
-    if profile.backend == "external":
+    if not kind(profile.backend).owns_server:
         return findings  # nothing is started: server flags are not ours to check
     version = profile_version(profile, vllm_version)
     uses = profile_flag_uses(profile, version)
@@ -76,12 +77,12 @@ def check_profile(profile: Profile, vllm_version: str | None = None) -> list[Fin
                                            "vLLM the flag twice", f"remove it and use {MANAGED_FLAGS[name]}"))
     findings += _capabilities(profile, values, file)
     flag_quant = values.get("quantization")
-    findings += check_quantization(str(profile.model.get("path", "")), profile.model.get("quantization"),
+    findings += check_quantization(profile.model.path or "", profile.model.quantization,
                                    flag_quant if isinstance(flag_quant, str) else None, file,
                                    "server.quantization")
     findings += _gpus(profile, values, file)
     findings += _context(profile, values, file)
-    findings += check_model(str(profile.model.get("path", "")), values, profile.deployment.get("env") or {}, file,
+    findings += check_model(profile.model.path or "", values, profile.deployment.env, file,
                             "server")
     for name in IMPLICIT_DEFAULTS:
         if name not in values:
@@ -109,7 +110,7 @@ def _capabilities(profile: Profile, values: dict[str, str | bool], file: str) ->
     caps = profile.capabilities
     pairs = (("reasoning_parser", "reasoning-parser"), ("tool_parser", "tool-call-parser"))
     for cap, flag in pairs:
-        claimed, set_to = caps.get(cap), values.get(flag)
+        claimed, set_to = getattr(caps, cap), values.get(flag)
         if claimed and set_to != claimed:
             what = f"--{flag} is {set_to}" if set_to else f"--{flag} is not set"
             yield RULES["VP002"](file, f"capabilities.{cap}", f"the profile claims {cap} '{claimed}' but {what}",
@@ -118,12 +119,12 @@ def _capabilities(profile: Profile, values: dict[str, str | bool], file: str) ->
             yield RULES["VP002"](file, f"server.{flag}", f"--{flag} {set_to} is set but capabilities.{cap} is "
                                  "not claimed, so its suite will be skipped",
                                  f"add capabilities.{cap}: {set_to}", severity=Severity.INFO)
-    if caps.get("tool_parser") and values.get("enable-auto-tool-choice") is not True:
+    if caps.tool_parser and values.get("enable-auto-tool-choice") is not True:
         yield RULES["VP002"](file, "server.enable-auto-tool-choice", "tool calling is claimed but "
                              "enable-auto-tool-choice is off: vLLM answers 400 to tool_choice auto",
                              "set server.enable-auto-tool-choice: true")
-    if caps.get("vision"):
-        if not profile.model.get("multimodal"):
+    if caps.vision:
+        if not profile.model.multimodal:
             yield RULES["VP002"](file, "model.multimodal", "vision is claimed but model.multimodal is not true "
                                  "(a text-only checkpoint rejects images)",
                                  "serve a vision-language checkpoint and set model.multimodal: true")
@@ -132,7 +133,7 @@ def _capabilities(profile: Profile, values: dict[str, str | bool], file: str) ->
             image_limit = json.loads(limits).get("image") if isinstance(limits, str) else None
         except (ValueError, AttributeError):
             image_limit = None
-        wanted = caps.get("max_images")
+        wanted = caps.max_images
         if isinstance(image_limit, int) and wanted is not None and image_limit < wanted:
             yield RULES["VP002"](file, "capabilities.max_images", f"max_images is {wanted} but "
                                  f"limit-mm-per-prompt allows {image_limit} image(s) per prompt",
@@ -142,8 +143,8 @@ def _capabilities(profile: Profile, values: dict[str, str | bool], file: str) ->
 def _gpus(profile: Profile, values: dict[str, str | bool], file: str) -> Iterable[Finding]:
     need = parallelism(values)
     hardware = profile.hardware
-    have = hardware.get("gpus")
-    ids = hardware.get("device_ids")
+    have = hardware.gpus
+    ids = hardware.device_ids
     if isinstance(have, int) and need > have:
         yield RULES["VP004"](file, "hardware.gpus", f"tensor x pipeline parallelism needs {need} GPUs but "
                              f"hardware.gpus is {have}", "lower tensor-parallel-size, or give it more GPUs")
@@ -156,7 +157,7 @@ def _gpus(profile: Profile, values: dict[str, str | bool], file: str) -> Iterabl
 
 
 def _context(profile: Profile, values: dict[str, str | bool], file: str) -> Iterable[Finding]:
-    wanted = profile.model.get("max_model_len")
+    wanted = profile.model.max_model_len
     flag = size(values.get("max-model-len", ""))
     if wanted and flag and flag != wanted:
         yield RULES["VP005"](file, "model.max_model_len", f"model.max_model_len is {wanted} but the server "

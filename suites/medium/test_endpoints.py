@@ -57,7 +57,7 @@ def test_tokenize_detokenize_round_trip(vllm_client, vllm_profile):
     tokenized = _call(vllm_client, "/tokenize", {"prompt": ROUND_TRIP, "add_special_tokens": False})
     tokens = tokenized.get("tokens") or []
     assert tokens and tokenized.get("count") == len(tokens), f"/tokenize: count and tokens disagree: {tokenized}"
-    expected_len = vllm_profile.model.get("max_model_len")
+    expected_len = vllm_profile.model.max_model_len
     if expected_len:
         assert tokenized.get("max_model_len") == expected_len, (
             f"/tokenize reports max_model_len {tokenized.get('max_model_len')}, the profile expects {expected_len}")

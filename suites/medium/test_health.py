@@ -33,7 +33,7 @@ def test_models_lists_the_served_name(vllm_client, vllm_profile):
     assert vllm_client.model in models, (
         f"/v1/models lists {sorted(models)}, not '{vllm_client.model}': check model.served_name in "
         f"{vllm_profile.path} against the server's --served-model-name")
-    expected = vllm_profile.model.get("max_model_len")
+    expected = vllm_profile.model.max_model_len
     if expected:
         got = models[vllm_client.model].get("max_model_len")
         assert got == expected, (
@@ -116,7 +116,7 @@ def test_streamed_chat_completion_is_well_formed(vllm_openai):
 
 
 def test_kv_cache_memory_left_after_loading(vllm_deployment, vllm_profile, record_property):
-    minimum = vllm_profile.thresholds.get("kv_cache_free_gib_min")
+    minimum = vllm_profile.thresholds.kv_cache_free_gib_min
     if minimum is None:
         pytest.skip("the profile sets no thresholds.kv_cache_free_gib_min")
     free = vllm_deployment.engine_config.get("kv_cache_memory_gib")
@@ -131,7 +131,7 @@ def test_kv_cache_memory_left_after_loading(vllm_deployment, vllm_profile, recor
 
 
 def test_peak_vram_within_the_profile_limit(vllm_deployment, vllm_profile):
-    limit = vllm_profile.thresholds.get("peak_vram_gib_max")
+    limit = vllm_profile.thresholds.peak_vram_gib_max
     if limit is None:
         pytest.skip("the profile sets no thresholds.peak_vram_gib_max")
     telemetry = vllm_deployment.telemetry.result()

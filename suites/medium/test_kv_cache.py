@@ -27,7 +27,7 @@ def kv_bench(vllm_client, vllm_profile, vllm_deployment):
 @pytest.mark.parametrize("workload", WORKLOADS)
 def test_ttft_holds_against_history(kv_bench, vllm_ttft, vllm_profile, workload, cache):
     result = vllm_ttft.record(kv_bench.series(workload, cache))  # fails here on a regression vs history
-    limit_ms = vllm_profile.thresholds.get(f"ttft_{cache}_ms_max")
+    limit_ms = getattr(vllm_profile.thresholds, f"ttft_{cache}_ms_max")
     if limit_ms is not None:
         median_ms = result.summary.median * 1000
         assert median_ms <= limit_ms, (
@@ -47,9 +47,9 @@ def test_kv_cache_acceleration(kv_bench, vllm_profile, vllm_report, record_prope
     for warning in accel.caching.warnings:
         if warning not in vllm_report.warnings:
             vllm_report.warnings.append(warning)
-    minimum = vllm_profile.thresholds.get("kv_cache_acceleration_min")
+    minimum = vllm_profile.thresholds.kv_cache_acceleration_min
     problems = accel.problems(minimum, f"thresholds.kv_cache_acceleration_min in {vllm_profile.path}")
-    rate_min = vllm_profile.thresholds.get("prefix_cache_hit_rate_min")
+    rate_min = vllm_profile.thresholds.prefix_cache_hit_rate_min
     rate = accel.hit.metrics.hit_rate if accel.hit.metrics else None
     if rate_min is not None and rate is not None and rate < rate_min:
         problems.append(f"only {rate:.0%} of the HIT rounds' prompt tokens came from the prefix cache (/metrics), "

@@ -30,13 +30,13 @@ REFUSAL = "maximum context length"  # vLLM's own words (vllm/renderers/params.py
 def pytest_generate_tests(metafunc):
     if "fraction" in metafunc.fixturenames:
         fractions = sorted({float(f) for p in selected_profiles(metafunc.config)
-                            for f in p.load.get("long_context_fractions") or []})
+                            for f in p.load.long_context_fractions or []})
         metafunc.parametrize("fraction", fractions, ids=[f"{f:.0%}" for f in fractions])
 
 
 @pytest.fixture(scope="module")
 def context_len(vllm_profile) -> int:
-    length = vllm_profile.model.get("max_model_len")
+    length = vllm_profile.model.max_model_len
     if not length:
         pytest.skip(f"the profile sets no model.max_model_len ({vllm_profile.path}): no context size to test")
     return int(length)
@@ -44,13 +44,13 @@ def context_len(vllm_profile) -> int:
 
 def _sampling(profile) -> dict:
     params: dict = {"max_tokens": MAX_TOKENS, "temperature": 0}
-    if profile.capabilities.get("reasoning_parser"):  # a retrieval needs no thinking; keep the answer short
+    if profile.capabilities.reasoning_parser:  # a retrieval needs no thinking; keep the answer short
         params["chat_template_kwargs"] = {"enable_thinking": False}
     return params
 
 
 def test_long_prompt_is_answered(vllm_client, vllm_profile, vllm_report, context_len, fraction):
-    fractions = vllm_profile.load.get("long_context_fractions") or []
+    fractions = vllm_profile.load.long_context_fractions or []
     if fraction not in fractions:
         pytest.skip(f"profile '{vllm_profile.name}' does not test {fraction:.0%} (load.long_context_fractions)")
     code = str(secrets.randbelow(900000) + 100000)
@@ -69,12 +69,12 @@ def test_long_prompt_is_answered(vllm_client, vllm_profile, vllm_report, context
     vllm_report.add_measurement(vllm_profile.name, f"long_context/{fraction:.0%}", {
         "prompt_tokens": prompt.tokens, "context": context_len, "ttft_ms": round(ttft_ms, 1),
         "e2e_ms": round(result.e2e_s * 1000, 1), "answer": text[:80], "needle": code})
-    limit = vllm_profile.thresholds.get("long_context_ttft_ms_max")
+    limit = vllm_profile.thresholds.long_context_ttft_ms_max
     if limit is not None and fraction == max(fractions):
         assert ttft_ms <= limit, (
             f"TTFT of a {prompt.tokens}-token prompt is {ttft_ms:.0f} ms, above the {limit} ms allowed "
             f"(thresholds.long_context_ttft_ms_max in {vllm_profile.path})")
-    if vllm_profile.capabilities.get("semantic"):
+    if vllm_profile.capabilities.semantic:
         assert code in result.content, (
             f"the model did not retrieve the fact hidden {NEEDLE_DEPTH:.0%} into a {prompt.tokens}-token prompt: "
             f"expected {code}, it answered {result.content[:200]!r}. At this length the context is not really "

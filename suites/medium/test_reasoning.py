@@ -83,7 +83,7 @@ def test_plan_has_exactly_the_asked_number_of_steps(vllm_openai, case):
 @pytest.mark.vllm_capability("reasoning_parser")
 @pytest.mark.parametrize("stream", [False, True], ids=["non-streamed", "streamed"])
 def test_reasoning_is_returned_apart_from_the_content(vllm_openai, vllm_profile, stream):
-    parser = vllm_profile.capabilities["reasoning_parser"]
+    parser = vllm_profile.capabilities.reasoning_parser
     messages = _ask(ARITHMETIC[0])
     if stream:
         try:

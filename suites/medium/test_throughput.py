@@ -16,8 +16,9 @@ import secrets
 import pytest
 
 from pytest_vllm.load import run_level
-from pytest_vllm.plugin import SETTINGS, selected_profiles
+from pytest_vllm.plugin import selected_profiles
 from pytest_vllm.prompts import sized_prompt
+from pytest_vllm.session import VllmSession
 
 QUESTION = "Continue the list of words above."
 SALT = "sweep-{:08x}"  # fixed width: every salted copy has the sized prompt's token count, or within one
@@ -25,7 +26,7 @@ SALT = "sweep-{:08x}"  # fixed width: every salted copy has the sized prompt's t
 
 def pytest_generate_tests(metafunc):
     if "concurrency" in metafunc.fixturenames:
-        levels = sorted({int(c) for p in selected_profiles(metafunc.config) for c in p.load.get("concurrency") or []})
+        levels = sorted({int(c) for p in selected_profiles(metafunc.config) for c in p.load.concurrency or []})
         metafunc.parametrize("concurrency", levels, ids=[f"c{c}" for c in levels])
 
 
@@ -34,24 +35,24 @@ def sweep_prompt(vllm_client, vllm_profile) -> str:
     """One prompt of load.prompt_tokens, sized once; each request gets it with its own salt. A warm-up
     request first, as vLLM's benchmark sends one (its "initial test run")."""
     first = SALT.format(0)
-    sized = sized_prompt(vllm_client, int(vllm_profile.load["prompt_tokens"]), salt=first, question=QUESTION)
+    sized = sized_prompt(vllm_client, int(vllm_profile.load.prompt_tokens), salt=first, question=QUESTION)
     vllm_client.stream_chat(sized.messages, max_tokens=4, temperature=0)  # its failure, if any, shows in the levels
     return sized.messages[0]["content"].replace(first, "{salt}", 1)
 
 
 def _requests(profile, concurrency: int) -> int:
-    return int(profile.load.get("requests_per_level") or max(8, 4 * concurrency))
+    return int(profile.load.requests_per_level or max(8, 4 * concurrency))
 
 
 def test_throughput_at_concurrency(vllm_client, vllm_profile, vllm_report, vllm_ttft, sweep_prompt, concurrency,
                                    request):
-    if concurrency not in (vllm_profile.load.get("concurrency") or []):
+    if concurrency not in (vllm_profile.load.concurrency or []):
         pytest.skip(f"profile '{vllm_profile.name}' does not sweep concurrency {concurrency} (load.concurrency)")
     salt = secrets.randbits(32)
     prompts = [[{"role": "user", "content": sweep_prompt.replace("{salt}", SALT.format((salt + i) % 2 ** 32))}]
                for i in range(_requests(vllm_profile, concurrency))]
-    result = run_level(vllm_client, prompts, concurrency, int(vllm_profile.load["output_tokens"]))
-    request.config.stash[SETTINGS].progress(f"[vllm] throughput {vllm_profile.name} {result.line()}")
+    result = run_level(vllm_client, prompts, concurrency, int(vllm_profile.load.output_tokens))
+    VllmSession.of(request.config).settings.progress(f"[vllm] throughput {vllm_profile.name} {result.line()}")
     assert not result.errors, (
         f"{len(result.errors)} of {result.requests} requests failed at concurrency {concurrency}; first: "
         f"{result.errors[0]}")
@@ -64,7 +65,7 @@ def test_throughput_at_concurrency(vllm_client, vllm_profile, vllm_report, vllm_
             problems.append(f"p99 {key.split('_')[1].upper()} {measured:.1f} ms > {thresholds[key]} ms "
                             f"(thresholds.{key} {where})")
     minimum = thresholds.get("output_tokens_per_s_min")
-    if minimum is not None and concurrency == max(vllm_profile.load["concurrency"]) \
+    if minimum is not None and concurrency == max(vllm_profile.load.concurrency) \
             and result.output_throughput < minimum:
         problems.append(f"{result.output_throughput:.1f} output tokens/s < {minimum} "
                         f"(thresholds.output_tokens_per_s_min {where})")

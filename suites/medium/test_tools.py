@@ -48,7 +48,7 @@ def _whitespace_token_ids(model_dir: Path) -> list[int]:
 
 
 def _local_model_dir(profile: Profile) -> Path | None:
-    path = profile.model.get("path", "")
+    path = profile.model.path or ""
     if path == "@tiny":
         from pytest_vllm.tiny_model import tiny_model_path
         return tiny_model_path()
@@ -59,7 +59,7 @@ def _local_model_dir(profile: Profile) -> Path | None:
 def decoding(vllm_profile) -> dict:
     """Sampling parameters of every tool request (decoding aids for a random model, see above)."""
     params: dict = {"temperature": 0, "seed": 0, "max_tokens": DATA["max_tokens"]}
-    if vllm_profile.capabilities.get("semantic"):
+    if vllm_profile.capabilities.semantic:
         return params
     params["extra_body"] = {"chat_template_kwargs": {"enable_thinking": False}}  # vLLM's field: the SDK's extra_body
     model_dir = _local_model_dir(vllm_profile)
@@ -69,7 +69,7 @@ def decoding(vllm_profile) -> dict:
 
 
 def _refusal(status: int, body: str, profile: Profile) -> str:
-    parser = profile.capabilities["tool_parser"]
+    parser = profile.capabilities.tool_parser
     said = error_message(body)
     if status == 400 and "tool-call-parser" in said:
         return (f"the server refuses tool calls: it was started without a tool parser. vLLM said: {said}\n"

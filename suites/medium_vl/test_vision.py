@@ -18,7 +18,7 @@ import pytest
 import yaml
 from PIL import Image, ImageDraw, ImageFont
 
-from pytest_vllm.http import ApiError, error_message
+from pytest_vllm import ApiError, error_message
 
 DATA = yaml.safe_load((Path(__file__).parents[1] / "cases" / "vision.yml").read_text(encoding="utf-8"))
 CASES = DATA["cases"]
@@ -56,7 +56,7 @@ def _refusal(exc: ApiError, count: int, profile) -> str:
     if "not a multimodal model" in message:
         return (f"the server refused the image: '{message}'. The deployed model is text-only; deploy a "
                 f"vision-language model (e.g. Qwen3-VL) or set capabilities.vision: false in {profile.path}")
-    limit = profile.capabilities.get("max_images")
+    limit = profile.capabilities.max_images
     if "at most" in message.lower() and limit and count <= limit:
         return (f"the server refused {count} image(s) although the profile allows {limit} "
                 f"(capabilities.max_images): '{message}'. Start vLLM with --limit-mm-per-prompt "
@@ -78,7 +78,7 @@ def _words(text: str) -> list[str]:
 
 
 def _max_images(profile) -> int:
-    limit = profile.capabilities.get("max_images")
+    limit = profile.capabilities.max_images
     if not limit:
         pytest.skip(f"profile '{profile.name}' does not set capabilities.max_images: no limit to check")
     return int(limit)
@@ -103,7 +103,7 @@ def test_images_up_to_the_limit_are_accepted_and_read_in_order(vllm_openai, vllm
     colours = SEVERAL["colours"][:limit]
     answer = _ask(vllm_openai, vllm_profile, SEVERAL["question"],
                   [draw({"shape": "square", "colour": c}) for c in colours])
-    if not vllm_profile.capabilities.get("semantic"):
+    if not vllm_profile.capabilities.semantic:
         return
     said = [w for w in _words(answer) if w in SEVERAL["colours"]]
     assert said == colours, (
@@ -129,7 +129,7 @@ def test_one_image_over_the_limit_is_refused(vllm_openai, vllm_profile):
 
 
 def test_a_text_only_deployment_refuses_images_clearly(vllm_openai, vllm_profile):
-    if vllm_profile.capabilities.get("vision"):
+    if vllm_profile.capabilities.vision:
         pytest.skip(f"profile '{vllm_profile.name}' claims vision (capabilities.vision): not a text-only deployment")
     try:
         completion = vllm_openai.create(_message(CASES[0]["question"], [draw(CASES[0]["draw"])]), max_tokens=16)

@@ -30,8 +30,8 @@ pytestmark = pytest.mark.vllm_capability("vision")
 
 def pytest_generate_tests(metafunc):
     if "images" in metafunc.fixturenames:
-        most = max([int(p.capabilities.get("max_images") or 1) for p in selected_profiles(metafunc.config)
-                    if p.capabilities.get("vision")] or [0])
+        most = max([int(p.capabilities.max_images or 1) for p in selected_profiles(metafunc.config)
+                    if p.capabilities.vision] or [0])
         metafunc.parametrize("images", range(1, most + 1), ids=[f"{n}img" for n in range(1, most + 1)])
 
 
@@ -49,11 +49,11 @@ def _message(count: int) -> list[dict]:
 
 
 def test_ttft_per_image_count(vllm_client, vllm_profile, vllm_ttft, images):
-    limit = int(vllm_profile.capabilities.get("max_images") or 1)
+    limit = int(vllm_profile.capabilities.max_images or 1)
     if images > limit:
         pytest.skip(f"profile '{vllm_profile.name}' allows {limit} image(s) per prompt (capabilities.max_images)")
     ttft_s = []
-    for _ in range(int(vllm_profile.load.get("vision_rounds") or 3)):
+    for _ in range(int(vllm_profile.load.vision_rounds or 3)):
         result = vllm_client.stream_chat(_message(images), max_tokens=MAX_TOKENS, temperature=0,
                                          chat_template_kwargs={"enable_thinking": False})
         assert result.status == 200, (
@@ -64,7 +64,7 @@ def test_ttft_per_image_count(vllm_client, vllm_profile, vllm_ttft, images):
     vllm_ttft.record_samples(f"vision/{images}_images/ttft", ttft_s,
                              {"images": images, "size_px": SIZE, "ttft_ms": [round(t * 1000, 2) for t in ttft_s],
                               "median_ms": round(median_ms, 2)})
-    maximum = vllm_profile.thresholds.get("vision_ttft_ms_max")
+    maximum = vllm_profile.thresholds.vision_ttft_ms_max
     if maximum is not None and images == limit:
         assert median_ms <= maximum, (
             f"median TTFT with {images} images is {median_ms:.0f} ms, above the {maximum} ms allowed "
