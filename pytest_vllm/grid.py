@@ -20,7 +20,8 @@ import pytest
 
 from .atomic import atomic_write_json, atomic_write_text
 from .profile import Profile
-from .reports import RunReport, duration
+from .report_markdown import duration
+from .reports import RunReport
 from .session import VllmSession
 
 STATE_FILE = "grid-state.json"

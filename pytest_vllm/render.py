@@ -57,12 +57,12 @@ def render(profile: Profile) -> Rendering:
     from .capacity import capacity_rule
     findings = lint_profile(profile, extra_rules=[capacity_rule])
     if profile.model.path == "@tiny":  # show where the tiny model lives instead of building it
-        profile = dataclasses.replace(profile, model={**profile.model, "path": str(tiny_model_path())})
+        profile = dataclasses.replace(profile, model=dataclasses.replace(profile.model, path=str(tiny_model_path())))
     env_names = _env_names(profile)
     override = None
     if profile.backend == "compose":
         from .backends.compose import ComposeBackend
-        backend = ComposeBackend(profile, RunSettings(reports_dir=Path("reports"), run_id=RUN_ID), None)
+        backend = ComposeBackend(profile, RunSettings(run_dir=Path("reports"), run_id=RUN_ID), None)
         spec, launcher, compose_vars = _static_service(profile)
         for name, why in compose_vars.items():
             env_names[name] = f"{env_names[name]}; {why}" if name in env_names else why

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .reports import DeployFailure, duration
-
 # Engine config keys (start-up log or /metrics) -> the vLLM flag that sets them, and vLLM's default.
 ENGINE_ROWS = {
     "enable_prefix_caching": ("prefix caching", "enable-prefix-caching", "ON (vLLM V1 default)"),
@@ -148,13 +146,41 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def duration(seconds: float | None) -> str:
+    """Seconds for a person: "45 s", "1 min 10 s", "2 h 05 min"; "—" when unknown."""
+    if seconds is None:
+        return "—"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def deploy_failure_section(failure: dict[str, Any]) -> list[str]:
+    """A reports.DeployFailure (as summary.json keeps it): headline, diagnosis, last log lines, full log."""
+    lines = ["```text", failure["headline"][:4000].rstrip(), "```", ""]
+    if failure.get("diagnosis"):
+        d = failure["diagnosis"]
+        lines += [f"- diagnosis: **{d['title']}** (cause `{d['cause']}`)", f"- evidence: `{d['evidence']}`",
+                  f"- fix: {d['fix']}"]
+    if failure.get("log_tail"):
+        lines += ["- last log lines:", "", "```text", *failure["log_tail"], "```"]
+    if failure.get("log"):
+        lines.append(f"- full log: `{failure['log']}`")
+    return [*lines, ""]
+
+
 def failures_section(data: dict[str, Any]) -> list[str]:
     failed = [r for r in data["results"] if r["outcome"] in ("failed", "error")]
     if not failed and not data["deploy_failures"]:
         return []
     lines = ["## Failures", ""]
     for name, failure in data["deploy_failures"].items():  # reports.DeployFailure as a dict
-        lines += [f"### Deployment of `{name}` failed", "", *DeployFailure(**failure).to_markdown()]
+        lines += [f"### Deployment of `{name}` failed", "", *deploy_failure_section(failure)]
     for r in failed:
         message = (r["message"] or "(no message)")[:3000].rstrip()
         lines += [f"### `{r['nodeid']}` — {r['outcome']}", "", "```text", message, "```", ""]

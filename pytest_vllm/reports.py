@@ -41,19 +41,6 @@ class DeployFailure:
             return cls(str(exc))
         return cls(exc.headline, asdict(exc.diagnosis) if exc.diagnosis else None, exc.log_path, exc.log_tail)
 
-    def to_markdown(self) -> list[str]:
-        lines = ["```", self.headline[:4000], "```", ""]
-        if self.diagnosis:
-            d = self.diagnosis
-            lines += [f"- diagnosis: **{d['title']}** [{d['cause']}]", f"- evidence: `{d['evidence']}`",
-                      f"- fix: {d['fix']}"]
-        if self.log_tail:
-            lines += ["- last log lines:", "", "```", *self.log_tail, "```"]
-        if self.log:
-            lines.append(f"- full log: `{self.log}`")
-        return [*lines, ""]
-
-
 @dataclass
 class RunReport:
     """Filled by the plugin's hooks during the run, written once at the end."""
@@ -98,20 +85,6 @@ class RunReport:
             atomic_write_text(self.run_dir / f"summary.{suffix}", text)
             atomic_write_text(self.reports_root / f"latest.{suffix}", text)
         return self.run_dir / "summary.json"
-
-
-def duration(seconds: float | None) -> str:
-    """Seconds for a person: "45 s", "1 min 10 s", "2 h 05 min"; "—" when unknown."""
-    if seconds is None:
-        return "—"
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    total = round(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
 def new_run_dir(reports_root: Path, run_id: str) -> Path:

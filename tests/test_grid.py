@@ -128,8 +128,9 @@ def test_grid_report_has_the_seeds_columns_tradeoffs_failures_and_a_recommendati
         "greedy": _record(status="failed", miss=2000.0, hit=500.0, accel=4.0, gpu=0.95, prefix=True,
                           messages=["peak VRAM 23.9 GiB above 21.59"]),
         "oom": _record(status="deploy_failed", gpu=0.95, prefix=True,
-                       failure="container exited with code 1\ndiagnosis: CUDA out of memory: lower "
-                               "--gpu-memory-utilization"),
+                       failure={"headline": "container exited with code 1", "log": None, "log_tail": [],
+                                "diagnosis": {"cause": "cuda_oom", "title": "CUDA out of memory", "evidence": "",
+                                              "fix": "lower --gpu-memory-utilization"}}),
     }
     md = render_report(state, "acceleration", "safe", tmp_path).read_text()
     table = md.split("\n## ")[0]

@@ -102,9 +102,9 @@ class _StandIn(ProcessBackend):
 
 def _stand_in(tmp_path: Path, stop_s: float, program: str = STUBBORN) -> _StandIn:
     profile = load_profile("cpu_tiny_intr", PROFILE_DIRS)
-    profile = dataclasses.replace(profile, deployment={**profile.deployment, "port": free_port()},
-                                  timeouts={**profile.timeouts, "stop": stop_s})
-    backend = _StandIn(profile, RunSettings(reports_dir=tmp_path, progress=lambda line: None), None)
+    profile = dataclasses.replace(profile, deployment=dataclasses.replace(profile.deployment, port=free_port()),
+                                  timeouts=dataclasses.replace(profile.timeouts, stop=stop_s))
+    backend = _StandIn(profile, RunSettings(run_dir=tmp_path, progress=lambda line: None), None)
     backend.program = program
     backend.start()
     deadline = time.monotonic() + 20
@@ -158,9 +158,9 @@ def test_first_ctrl_c_sends_sigterm_at_once_so_the_grace_runs_while_pytest_unwin
 
 def _compose_backend(tmp_path: Path, stop_s: float, said: list[str] | None = None) -> ComposeBackend:
     profile = load_profile("compose_intr", PROFILE_DIRS)
-    profile = dataclasses.replace(profile, timeouts={**profile.timeouts, "stop": stop_s})
+    profile = dataclasses.replace(profile, timeouts=dataclasses.replace(profile.timeouts, stop=stop_s))
     progress = said.append if said is not None else (lambda line: None)
-    backend = ComposeBackend(profile, RunSettings(reports_dir=tmp_path, progress=progress), None)
+    backend = ComposeBackend(profile, RunSettings(run_dir=tmp_path, progress=progress), None)
     backend._up = True  # as after `up`: stop() must bring it down
     return backend
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytest_vllm.reports import RunReport, duration
+from pytest_vllm.report_markdown import duration
+from pytest_vllm.reports import DeployFailure, RunReport
 from pytest_vllm.reports import TestResult as Result  # not a test class
 
 
@@ -15,7 +16,7 @@ def test_durations_read_as_words():
 
 
 def _report(tmp_path: Path) -> RunReport:
-    report = RunReport(run_dir=tmp_path / "runs" / "r1")
+    report = RunReport(run_dir=tmp_path / "runs" / "r1", reports_root=tmp_path)
     report.profiles["chunked_only_safe"] = {
         "backend": "compose", "endpoint": "http://127.0.0.1:5002", "model": "qwen3", "vllm_version": "0.32.0",
         "engine_config": {"enable_prefix_caching": True, "enable_chunked_prefill": True, "max_seq_len": 131072,
@@ -37,8 +38,9 @@ def _report(tmp_path: Path) -> RunReport:
         Result("suites/medium/test_health.py::test_peak_vram_within_the_profile_limit[chunked_only_safe]",
                    "chunked_only_safe", "failed", 0.1,
                    "GPU0 peaked at 23.9 GiB, above 21.59 GiB (thresholds.peak_vram_gib_max)\nfix: lower it")]
-    report.deploy_failures["aggressive_cache"] = ("container exited with code 1\n"
-                                                  "diagnosis: CUDA out of memory: lower --gpu-memory-utilization")
+    report.deploy_failures["aggressive_cache"] = DeployFailure(
+        "container exited with code 1", {"cause": "cuda_oom", "title": "CUDA out of memory",
+                                         "evidence": "torch.OutOfMemoryError", "fix": "lower --gpu-memory-utilization"})
     return report
 
 
@@ -54,7 +56,7 @@ def test_summary_md_is_tables_not_dumps(tmp_path: Path):
     assert "2928.8 (IQR 40.0)" in row and "908.7 (IQR 12.0)" in row and "×3.22 (2.90–3.60, 95%)" in row
     assert "87% (138,720 of 159,530)" in row and "| 2789 |" in row and "ON — /metrics" in row
     assert "| throughput | tokens_per_s.median | 34 |" in md
-    assert "### Deployment of `aggressive_cache` failed" in md and "diagnosis: CUDA out of memory" in md
+    assert "### Deployment of `aggressive_cache` failed" in md and "diagnosis: **CUDA out of memory**" in md
     assert "above 21.59 GiB" in md.split("## Failures")[1] and "| failed | 0.1 s |" in md
     assert "| `suites/medium/test_kv_cache.py::test_kv_cache_acceleration[chunked_only_safe-agent]` | " \
            "chunked_only_safe | passed | 1 min 10 s |" in md

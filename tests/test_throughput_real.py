@@ -83,7 +83,7 @@ def _their_requests_through_our_math(bench: dict) -> LevelResult:
 def test_our_figures_agree_with_vllm_bench_serve(tmp_path):
     path = tmp_path / "tiny.yml"
     path.write_text(yaml.safe_dump({"extends": str(PROFILES / "cpu_tiny.yml"), "deployment": {"port": PORT}}))
-    settings = RunSettings(reports_dir=tmp_path / "reports", progress=lambda line: None)
+    settings = RunSettings(run_dir=tmp_path / "reports", progress=lambda line: None)
     ours: list[LevelResult] = []
     theirs: list[dict] = []
     with deployed(load_profile(str(path), [PROFILES]), settings) as server:
