@@ -2,11 +2,12 @@
 its raw samples under `reports/benchmarks/`, compared with earlier runs of the same profile and deployment
 by the regression gate, and plotted.
 
-How TTFT gets into pytest-benchmark: `pedantic` times its target with the benchmark's timer, and a
-streamed request's TTFT is only known from inside the stream. So tests that use the `vllm_ttft`
-fixture get `@pytest.mark.benchmark(timer=TTFT_CLOCK)`: the target advances that virtual clock by the
-TTFT it measured, and each round's duration in the benchmark JSON is exactly that round's TTFT.
-Salting and priming happen in pedantic's `setup`, outside the timing.
+How TTFT gets into pytest-benchmark: a series is measured by `pytest_vllm.kv_cache.Series` (the one round
+loop), which adds rounds while the sequential regression verdict is undecided, so the number of rounds is
+known only at the end. A streamed request's TTFT is only known from inside the stream anyway. So tests that
+use the `vllm_ttft` fixture get `@pytest.mark.benchmark(timer=TTFT_CLOCK)`, and `pedantic` then replays the
+measured rounds: each advances that virtual clock by its TTFT, and each round's duration in the benchmark
+JSON is exactly that round's TTFT.
 
 Defaults this module sets for pytest-benchmark (each only when the user did not choose otherwise):
 storage `file://<reports-dir>/benchmarks`, `--benchmark-save-data` (raw samples kept: the gate needs
@@ -19,7 +20,7 @@ files (`--benchmark-compare`, `pytest-benchmark compare`). It files runs under a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,34 +142,90 @@ def gpu_names() -> list[str]:
     return [g.name for g in snap.gpus] if snap.available else []
 
 
-class TtftRecorder:
-    """What the `vllm_ttft` fixture gives a test: `record(series)` measures it through pytest-benchmark,
-    compares it with the history and fails the test on a regression."""
+class History:
+    """This deployment's stored TTFT runs and the regression gates against them (see `pytest_vllm.regression`)."""
 
-    def __init__(self, request: pytest.FixtureRequest, deployment: Any, benchmark: Any | None) -> None:
-        self.config = request.config
+    def __init__(self, config: pytest.Config, deployment: Any) -> None:
+        self.config = config
         self.deployment = deployment
         self.profile: Profile = deployment.profile
-        self.benchmark = benchmark
         self.key = history_key(self.profile, deployment.backend.name, deployment.served_model)
+        self.run_id = config.stash[SETTINGS].run_id
+        self.looks = regression.Looks(int(self.profile.thresholds.get("kv_rounds", 5)),
+                                      int(self.profile.thresholds.get("kv_rounds_max", 40)),
+                                      self._threshold("regression_confidence")[0])
+
+    @property
+    def enabled(self) -> bool:
+        return not self.config.getoption("no_history") and storage_dir(self.config) is not None
+
+    def baseline(self, measurement: str) -> list[StoredRun]:
+        """The stored runs this run is compared with: the latest `--baseline-runs` that did not regress."""
+        root = storage_dir(self.config)
+        if not self.enabled or root is None:
+            return []
+        runs = [r for r in load_runs(root, self.key, measurement) if r.run_id != self.run_id]
+        return regression.pick_baseline(runs, self.config.getoption("baseline_runs"))
+
+    def gate(self, measurement: str, samples: list[float], baseline: list[StoredRun], info: dict[str, Any] | None,
+             final: bool = True) -> regression.Verdict:
+        if not self.enabled:
+            return regression.Verdict("no-history", measurement, "history disabled (--no-history or no file storage)")
+        tolerance, t_source = self._threshold("regression_tolerance")
+        return regression.check(measurement, samples, [r.as_baseline() for r in baseline], tolerance=tolerance,
+                                looks=self.looks, source=t_source, current_info=info,
+                                accept=self.config.getoption("accept_regression"), final=final)
+
+    def gate_acceleration(self, workload: str, miss: SeriesResult, hit: SeriesResult) -> regression.Verdict:
+        """The drift-immune gate: this run's MISS/HIT acceleration against the same baseline runs'."""
+        measurement = f"{workload}/acceleration"
+        if not self.enabled:
+            return regression.Verdict("no-history", measurement, "history disabled (--no-history or no file storage)")
+        hits = {r.run_id: r for r in self.baseline(f"{workload}/ttft_hit")}
+        pairs = [(m.as_baseline(), hits[m.run_id].as_baseline())
+                 for m in self.baseline(f"{workload}/ttft_miss") if m.run_id in hits]
+        tolerance, source = self._threshold("acceleration_tolerance")
+        confidence, _ = self._threshold("regression_confidence")
+        return regression.check_acceleration(measurement, miss.rounds_s, hit.rounds_s, pairs, tolerance=tolerance,
+                                             confidence=confidence, source=source,
+                                             accept=self.config.getoption("accept_regression"))
+
+    def _threshold(self, name: str) -> tuple[float, str]:
+        option = self.config.getoption(name)
+        flag = "--" + name.replace("_", "-")
+        if option is not None:
+            return float(option), flag
+        return float(self.profile.thresholds[name]), f"thresholds.{name} of profile {self.profile.path}, or {flag}"
+
+
+class TtftRecorder(History):
+    """What the `vllm_ttft` fixture gives a test: `record(series)` measures it, adding rounds while the
+    regression verdict is undecided, stores it through pytest-benchmark and fails the test on a regression."""
+
+    def __init__(self, request: pytest.FixtureRequest, deployment: Any, benchmark: Any | None) -> None:
+        super().__init__(request.config, deployment)
+        self.benchmark = benchmark
 
     def record(self, series: Series) -> SeriesResult:
         measurement = f"{series.workload.name}/ttft_{series.cache}"
-        series.prepare()
+        baseline = self.baseline(measurement)
+
+        def more(rounds_s: Sequence[float]) -> int:
+            final = len(rounds_s) >= self.looks.rounds_max
+            undecided = self.gate(measurement, list(rounds_s), baseline, None, final).status == regression.UNDECIDED
+            return self.looks.more(len(rounds_s)) if undecided else 0
+
+        result = series.measure(more)
         bench = self.benchmark
         if bench is not None and bench.enabled:
+            # The rounds are already measured (their number was only known at the end); pytest-benchmark
+            # stores them: each replayed round advances its virtual clock by that round's TTFT.
+            rounds = iter(result.rounds_s)
             bench.group = f"TTFT {series.workload.name}"
-            bench.pedantic(lambda requests: TTFT_CLOCK.advance(series.run_round(requests)),
-                           setup=series.setup, rounds=series.rounds)
-        else:
-            for _ in range(series.rounds):
-                (requests,), _ = series.setup()
-                series.run_round(requests)
-        result = series.finish()
-        if bench is not None and bench.enabled:
+            bench.pedantic(TTFT_CLOCK.advance, setup=lambda: ((next(rounds),), {}), rounds=len(result.rounds_s))
             _check_recorded(bench, result)
         info = self.context(measurement, result)
-        verdict = self.gate(measurement, result.rounds_s, info)
+        verdict = self.gate(measurement, result.rounds_s, baseline, info)
         info["regression"] = verdict.as_dict()
         if bench is not None:
             bench.extra_info.update(info)
@@ -184,29 +241,11 @@ class TtftRecorder:
         """extra_info of the saved benchmark: what ran, so history can be matched and differences named."""
         d = self.deployment
         return {"schema": SCHEMA, "history_key": self.key, "measurement": measurement, "unit": "s",
-                "run_id": self.config.stash[SETTINGS].run_id, "profile": self.profile.name,
+                "run_id": self.run_id, "profile": self.profile.name,
                 "deployment": f"{d.backend.name}:{d.served_model}", "model": d.served_model,
                 "vllm_version": d.vllm_version, "effective_flags": d.engine_config,
                 "profile_flags": self.profile.server, "gpus": _session_gpus(self.config),
                 "series": result.as_dict()}
-
-    def gate(self, measurement: str, samples: list[float], info: dict[str, Any]) -> regression.Verdict:
-        root = storage_dir(self.config)
-        if self.config.getoption("no_history") or root is None:
-            return regression.Verdict("no-history", measurement, "history disabled (--no-history or no file storage)")
-        tolerance, t_source = self._threshold("regression_tolerance")
-        confidence, _ = self._threshold("regression_confidence")
-        runs = [r for r in load_runs(root, self.key, measurement) if r.run_id != info["run_id"]]
-        baseline = regression.pick_baseline([r.as_baseline() for r in runs], self.config.getoption("baseline_runs"))
-        return regression.check(measurement, samples, baseline, tolerance=tolerance, confidence=confidence,
-                                source=t_source, current_info=info,
-                                accept=self.config.getoption("accept_regression"))
-
-    def _threshold(self, name: str) -> tuple[float, str]:
-        option, flag = self.config.getoption(name), "--" + name.replace("_", "-")
-        if option is not None:
-            return float(option), flag
-        return float(self.profile.thresholds[name]), f"thresholds.{name} of profile {self.profile.path}, or {flag}"
 
 
 def _check_recorded(bench: Any, result: SeriesResult) -> None:
@@ -279,3 +318,9 @@ def vllm_ttft(request: pytest.FixtureRequest, vllm_deployment: Any) -> TtftRecor
     """Records TTFT series through pytest-benchmark and gates them against the history (see this module)."""
     benchmark = request.getfixturevalue("benchmark") if _has_benchmark(request.config) else None
     return TtftRecorder(request, vllm_deployment, benchmark)
+
+
+@pytest.fixture
+def vllm_history(request: pytest.FixtureRequest, vllm_deployment: Any) -> History:
+    """The stored history of this deployment and its gates, for tests that measure outside `vllm_ttft`."""
+    return History(request.config, vllm_deployment)

@@ -55,12 +55,15 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]] | None] = {
         "semantic": ((bool,), "answers are meaningful (false for the random tiny model)"),
     },
     "thresholds": {
-        "kv_cache_acceleration_min": ((int, float), "minimum TTFT MISS/HIT ratio"),
+        "kv_cache_acceleration_min": ((int, float, dict), "minimum TTFT MISS/HIT ratio, or {workload: minimum}"),
         "ttft_hit_ms_max": ((int, float), "maximum median TTFT on a cache hit"),
         "ttft_miss_ms_max": ((int, float), "maximum median TTFT on a cache miss"),
-        "regression_tolerance": ((int, float), "allowed slowdown against history (0.10 = 10%)"),
+        "regression_tolerance": ((int, float), "TTFT slowdown against history the gate must catch (0.10 = 10%)"),
+        "acceleration_tolerance": ((int, float), "loss of MISS/HIT acceleration against history the gate must "
+                                   "catch (0.10: HIT 10% slower relative to MISS)"),
         "regression_confidence": ((int, float), "confidence of the regression test (0.95)"),
-        "kv_rounds": ((int,), "MISS/HIT rounds per measurement"),
+        "kv_rounds": ((int,), "MISS/HIT rounds per measurement (and per added look)"),
+        "kv_rounds_max": ((int,), "rounds at most, added while the regression verdict is undecided"),
         "peak_vram_gib_max": ((int, float), "maximum peak VRAM per GPU"),
     },
     "timeouts": {
@@ -82,7 +85,8 @@ DEFAULTS: dict[str, Any] = {
     "server": {},
     "auth": {},
     "capabilities": {"semantic": True},
-    "thresholds": {"regression_tolerance": 0.10, "regression_confidence": 0.95, "kv_rounds": 5},
+    "thresholds": {"regression_tolerance": 0.10, "acceleration_tolerance": 0.10, "regression_confidence": 0.95,
+                   "kv_rounds": 5, "kv_rounds_max": 40},
     "timeouts": {"health": 900, "test": 300, "request": 120},
     "hardware": {},
 }
@@ -253,6 +257,11 @@ def _check_complete(p: dict[str, Any], path: Path) -> None:
         if not p[section].get(key):
             raise ProfileError(f"missing key '{dotted}' (required by the {backend} backend)",
                                file=str(path), key=dotted, fix=f"add it: {SCHEMA[section][key][1]}")
+    rounds, rounds_max = p["thresholds"].get("kv_rounds", 1), p["thresholds"].get("kv_rounds_max", 1)
+    if rounds < 1 or rounds_max < rounds:
+        raise ProfileError(f"kv_rounds_max {rounds_max} is below kv_rounds {rounds} (or kv_rounds below 1)",
+                           file=str(path), key="thresholds.kv_rounds_max",
+                           fix="set kv_rounds_max to at least kv_rounds (it defaults to 40)")
 
 
 PATH_KEYS = ("compose_files", "env_file")

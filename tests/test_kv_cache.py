@@ -27,7 +27,7 @@ LATENCY = LatencyModel(base_ms=1.0, prefill_ms_per_token=0.05, decode_ms_per_tok
 
 @pytest.fixture(autouse=True)
 def no_pause(monkeypatch):
-    monkeypatch.setattr(kv_cache, "PAUSE_S", 0.0)  # the emulator has no previous answer's tail to wait out
+    monkeypatch.setattr(kv_cache.series, "PAUSE_S", 0.0)  # the emulator has no previous answer's tail to wait out
 
 
 def make_profile(tmp_path, server: dict | None = None, thresholds: dict | None = None, name: str = "emu_kv"):
