@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import functools
-import os
 import json
+import os
 import xml.etree.ElementTree as ET
 
 import yaml
