@@ -161,9 +161,10 @@ def check(measurement: str, current: Sequence[float], baseline: Sequence[Baselin
     labels = tuple(run.label for run in baseline)
     against = f"run {labels[0]}" if len(labels) == 1 else f"runs {', '.join(labels)} (pooled)"
     now, then = Summary.of(current), Summary.of(reference)
+    planned = f"{looks.count} look{'s' if looks.count > 1 else ''} planned"
     change = (f"median {now.median * 1000:.1f} ms now vs {then.median * 1000:.1f} ms in {against}: "
-              f"{c.change:+.1%} (Hodges-Lehmann; {c.confidence * 100:g}% interval {c.low - 1:+.1%} to {c.high - 1:+.1%}, "
-              f"{c.n_current} vs {c.n_baseline} samples, {looks.count} look{'s' if looks.count > 1 else ''} planned)")
+              f"{c.change:+.1%} (Hodges-Lehmann; {c.confidence * 100:g}% interval {c.low - 1:+.1%} to "
+              f"{c.high - 1:+.1%}, {c.n_current} vs {c.n_baseline} samples, {planned})")
     if status == "regressed":
         lines = [f"{measurement} regressed: {change}, beyond the {tolerance:.0%} tolerance ({source}).",
                  *_what_changed(current_info or {}, baseline[-1].info),
