@@ -26,15 +26,16 @@ large (CPU runners: see cpu_tiny's profile), τ must be set above that drift, an
 catches gross slowdowns. Hence:
 
 **Acceleration gate, drift-immune.** MISS and HIT rounds of one run share its conditions, so the
-acceleration MISS/HIT cancels a whole-run drift. Its drop against the history's (same baseline runs) is
-estimated on log medians, Δ = mean over baseline runs of log(MISS/HIT) - log(MISS/HIT now), each run's
-ratio taken within that run, with a normal interval from the medians' sampling variances (π/2 · σ²/n, σ the
-within-run MAD of MISS and of HIT pooled over runs); the run regressed when the whole interval shows a drop
-and the estimated drop exceeds the middle of `thresholds.acceleration_tolerance` (in log terms; τ = 0.10 is a loss
-the size of HIT rounds 10 % slower relative to MISS rounds, the same rule as the TTFT gate). It looks once,
-on the rounds the TTFT gate measured, at `regression_confidence`. It needs more rounds than the TTFT gate for
-the same power (four medians' noise instead of two groups'), so it catches large losses (caching off or
-partial), not +10 %.
+acceleration MISS/HIT cancels a whole-run drift that slows both alike. Its drop against the same baseline
+runs is estimated on log medians, Δ = mean over baseline runs of log(MISS/HIT) - log(MISS/HIT now), each
+run's ratio taken within that run, with a t interval from the medians' sampling variances (π/2 · σ²/n, σ the
+within-run standard deviation of MISS and of HIT pooled over runs). The run regressed when the whole
+interval shows a drop and the drop exceeds √(1+τ), τ = `thresholds.acceleration_tolerance` (0.10: the loss
+HIT rounds 10 % slower relative to MISS would cause; the TTFT gate's rule). It looks once, on the rounds the
+TTFT gates measured, at `regression_confidence`; with four medians' noise instead of two groups' it needs
+more rounds for the same power, so at 10 % noise it is sure to catch large losses (caching off, partial),
+not +10 %. Load that is not uniform (a CPU hog slows the short HIT prefill's overheads more than the long
+MISS prefill) does move it: its tolerance too is set per profile.
 """
 
 from __future__ import annotations
@@ -190,20 +191,23 @@ class RatioChange:
         return self.low > 0
 
 
-def _deviations(groups: Sequence[Sequence[float]]) -> list[float]:
-    """|log v - log median| of every sample, each from its own group's median."""
-    out = []
+def _pooled_sigma(groups: Sequence[Sequence[float]]) -> tuple[float, int]:
+    """Within-run standard deviation of log-timings pooled over runs, and its degrees of freedom. (A slow
+    round inflates it: the gate then errs towards passing, never towards a false alarm.)"""
+    squares, n = 0.0, 0
     for samples in groups:
-        mid = statistics.median(math.log(v) for v in samples)
-        out += [abs(math.log(v) - mid) for v in samples]
-    return out
+        logs = [math.log(v) for v in samples]
+        mean = statistics.fmean(logs)
+        squares += sum((v - mean) ** 2 for v in logs)
+        n += len(logs)
+    df = max(1, n - len(groups))
+    return math.sqrt(squares / df), df
 
 
-def _sigma(groups: Sequence[Sequence[float]]) -> float:
-    """Within-run spread of log-timings pooled over runs: MAD (one slow round does not inflate it), corrected
-    for measuring each deviation from its own small group's median (which sits closer to its samples)."""
-    n = sum(len(g) for g in groups)
-    return 1.4826 * statistics.median(_deviations(groups)) * math.sqrt(n / max(1, n - len(groups)))
+def _t_quantile(p: float, df: int) -> float:
+    """Student's t quantile (Cornish-Fisher expansion around the normal one; within 1 % for df >= 4)."""
+    z = statistics.NormalDist().inv_cdf(p)
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
 
 
 def _log_acceleration(miss: Sequence[float], hit: Sequence[float], sigma_miss: float, sigma_hit: float
@@ -217,16 +221,15 @@ def acceleration_change(miss: Sequence[float], hit: Sequence[float],
                         baseline: Sequence[tuple[Sequence[float], Sequence[float]]], confidence: float) -> RatioChange:
     """This run's acceleration against the mean log-acceleration of the baseline runs, each run on its own
     (pooling their samples would mix their drifts)."""
-    sigma_miss = _sigma([miss, *(m for m, _ in baseline)])
-    sigma_hit = _sigma([hit, *(h for _, h in baseline)])
+    sigma_miss, df_miss = _pooled_sigma([miss, *(m for m, _ in baseline)])
+    sigma_hit, df_hit = _pooled_sigma([hit, *(h for _, h in baseline)])
     now, var_now = _log_acceleration(miss, hit, sigma_miss, sigma_hit)
     runs = [_log_acceleration(m, h, sigma_miss, sigma_hit) for m, h in baseline]
     then = statistics.fmean(v for v, _ in runs)
     var_then = sum(var for _, var in runs) / len(runs) ** 2
-    z = statistics.NormalDist().inv_cdf(1 - (1 - confidence) / 2)
-    se = math.sqrt(var_now + var_then)
+    half = _t_quantile(1 - (1 - confidence) / 2, min(df_miss, df_hit)) * math.sqrt(var_now + var_then)
     drop = then - now
-    return RatioChange(drop, drop - z * se, drop + z * se, math.exp(now), math.exp(then))
+    return RatioChange(drop, drop - half, drop + half, math.exp(now), math.exp(then))
 
 
 def check_acceleration(measurement: str, miss: Sequence[float], hit: Sequence[float],

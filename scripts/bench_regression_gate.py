@@ -2,7 +2,7 @@
 `--benchmark-compare-fail=median:10%` deciding on the same samples.
 
     .venv/bin/python scripts/bench_regression_gate.py [--source synthetic|emulator] [--comparisons 500]
-        [--cv 0.10] [--run-cv 0,0.05] [--tolerance 0.10] [--rounds 5] [--rounds-max 25]
+        [--cv 0.10] [--run-cv 0,0.05] [--tolerance 0.10] [--rounds 5] [--rounds-max 40]
 
 Nights follow one another as in the nightly job: each night measures a MISS and a HIT series, each gated by
 the sequential TTFT gate against the last 3 passing nights (rounds added while undecided), then the
@@ -172,7 +172,7 @@ def main() -> int:
     parser.add_argument("--comparisons", type=int, default=None,
                         help="comparisons per scenario (default: 500 synthetic, 30 emulator; at least 20)")
     parser.add_argument("--rounds", type=int, default=5, help="first look (the profiles' kv_rounds; default 5)")
-    parser.add_argument("--rounds-max", type=int, default=25, help="last look (kv_rounds_max; default 25)")
+    parser.add_argument("--rounds-max", type=int, default=40, help="last look (kv_rounds_max; default 40)")
     parser.add_argument("--cv", type=float, default=0.10, help="noise CV within a run (default 0.10)")
     parser.add_argument("--run-cv", default="0,0.05",
                         help="synthetic: whole-run drift CVs, one table each (default 0,0.05)")
