@@ -151,8 +151,8 @@ class History:
         self.profile: Profile = deployment.profile
         self.key = history_key(self.profile, deployment.backend.name, deployment.served_model)
         self.run_id = config.stash[SETTINGS].run_id
-        self.looks = regression.Looks(int(self.profile.thresholds.get("kv_rounds", 5)),
-                                      int(self.profile.thresholds.get("kv_rounds_max", 40)),
+        self.looks = regression.Looks(int(self.profile.thresholds["kv_rounds"]),
+                                      int(self.profile.thresholds["kv_rounds_max"]),
                                       self._threshold("regression_confidence")[0])
 
     @property
