@@ -16,10 +16,13 @@ profile's `hardware:` section (which the lint CLI's --gpus/--gpu-memory replace)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .lint.consistency import size
-from .lint.findings import Finding, Rule, Severity
+from .lint.findings import RULES, Finding, Severity
+from .lint.model_facts import Architecture, facts, quantization_in_id
 from .profile import Profile
 from .telemetry import GpuState, Snapshot, snapshot
 
@@ -38,10 +41,9 @@ QUANT_BYTES = {
     "fp8": BYTES_8BIT, "w8a8": BYTES_8BIT, "int8": BYTES_8BIT, "fbgemm_fp8": BYTES_8BIT, "modelopt": BYTES_8BIT,
     "bf16": BYTES_16BIT, "bfloat16": BYTES_16BIT, "fp16": BYTES_16BIT, "float16": BYTES_16BIT,
     "half": BYTES_16BIT, "auto": BYTES_16BIT, "none": BYTES_16BIT,
+    # 4-bit floats with a shared 8-bit scale per block of 32 (MXFP4) or an fp8 scale per 16 (NVFP4)
+    "mxfp4": 0.5 + 1 / 32, "nvfp4": 0.5 + 1 / 16,
 }
-# compressed-tensors is a container format: the bit width is only in the checkpoint; model ids say it.
-ID_HINTS = (("4bit", BYTES_4BIT), ("awq", BYTES_4BIT), ("gptq", BYTES_4BIT), ("w4a16", BYTES_4BIT),
-            ("int4", BYTES_4BIT), ("fp8", BYTES_8BIT), ("w8a8", BYTES_8BIT), ("int8", BYTES_8BIT))
 # Per-GPU memory vLLM's budget spends besides weights and KV cache: the profiling run's activations
 # (default max-num-batched-tokens), CUDA context, NCCL/cuBLAS workspaces, CUDA graphs.
 # Calibrated on the seeds: Qwen2.5-32B-AWQ, TP 2, util 0.90 reported 11.92 GiB KV/GPU
@@ -55,56 +57,6 @@ DEFAULT_UTILIZATION = 0.9  # vLLM's default --gpu-memory-utilization
 UNQUANTIZED_SHARE = 0.05
 KV_BYTES_PER_TOKEN_PER_B = 8 * 1024
 FP8_KV = ("fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "fp8_ds_mla")
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """What the estimate needs from a checkpoint's config.json."""
-
-    params_b: float
-    layers: int
-    kv_heads: int
-    head_dim: int
-    hidden: int
-    vocab: int
-    tied_embeddings: bool
-    max_position_embeddings: int
-    vision_params_b: float = 0.0  # vision tower, kept in 16 bit by the 4-bit and FP8 checkpoints
-
-    @property
-    def unquantized_b(self) -> float:
-        embeddings = self.vocab * self.hidden * (1 if self.tied_embeddings else 2) / 1e9
-        return embeddings + self.vision_params_b
-
-
-# From the models' config.json (Qwen3 technical report table: 64 layers, 64 Q / 8 KV heads, untied).
-# Qwen3-VL-32B's text decoder is Qwen3-32B's; its vision tower (27 blocks of 1152 + mergers) is ~0.6B,
-# an estimate from its config, not a published figure.
-QWEN3_32B = Architecture(params_b=32.8, layers=64, kv_heads=8, head_dim=128, hidden=5120, vocab=151936,
-                         tied_embeddings=False, max_position_embeddings=40960)
-ARCHITECTURES: tuple[tuple[str, Architecture], ...] = (
-    ("qwen3-vl-32b", Architecture(params_b=33.4, layers=64, kv_heads=8, head_dim=128, hidden=5120,
-                                  vocab=151936, tied_embeddings=False, max_position_embeddings=262144,
-                                  vision_params_b=0.6)),
-    ("qwen3-32b", QWEN3_32B),
-    ("qwen2.5-32b", Architecture(params_b=32.8, layers=64, kv_heads=8, head_dim=128, hidden=5120,
-                                 vocab=152064, tied_embeddings=False, max_position_embeddings=32768)),
-)
-
-E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO  # noqa: E741
-CAPACITY_RULES: dict[str, Rule] = {r.id: r for r in (
-    Rule("VG001", E, "model weights do not fit the GPUs"),
-    Rule("VG002", E, "no KV-cache room for one request of max_model_len"),
-    Rule("VG003", I, "capacity estimate"),
-    Rule("VG004", E, "GPUs the profile names are not present"),
-    Rule("VG005", W, "GPUs already in use by other processes"),
-    Rule("VG006", I, "capacity not checked"),
-)}
-
-
-def architecture(model_id: str) -> Architecture | None:
-    lowered = model_id.lower()
-    return next((arch for key, arch in ARCHITECTURES if key in lowered), None)
 
 
 @dataclass(frozen=True)
@@ -207,37 +159,68 @@ class Deployment:
                         kv_bytes_per_token=per_token, max_model_len=self.max_model_len)
 
 
-def resolve(profile: Profile) -> Deployment | str:
-    """The profile's numbers, or why capacity cannot be estimated."""
-    model = str(profile.model.get("path", ""))
-    arch = architecture(model)
-    params = profile.model.get("parameters_b") or (arch.params_b if arch else None)
+@dataclass(frozen=True)
+class Request:
+    """What a deployment asks of the GPUs, whether a profile or a compose command says it."""
+
+    model: str
+    quantization: str | None  # declared: model.quantization or --quantization
+    flags: Mapping[str, Any]  # vLLM flags by canonical name (tensor-parallel-size, kv-cache-dtype, ...)
+    parameters_b: float | None = None
+    max_model_len: int | None = None  # when the profile says it outside the flags
+    multimodal: bool = False
+
+    def flag(self, name: str, default: Any) -> Any:
+        value = self.flags.get(name)
+        return default if value is None or isinstance(value, bool) else value
+
+
+def request_from_profile(profile: Profile) -> Request:
+    names = ("max-model-len", "kv-cache-dtype", "tensor-parallel-size", "pipeline-parallel-size",
+             "gpu-memory-utilization")
+    return Request(model=str(profile.model.get("path", "")),
+                   quantization=profile.model.get("quantization") or profile.flag("quantization"),
+                   flags={n: profile.flag(n) for n in names}, parameters_b=profile.model.get("parameters_b"),
+                   max_model_len=profile.model.get("max_model_len"),
+                   multimodal=bool(profile.model.get("multimodal") or profile.capabilities.get("vision")))
+
+
+def resolve(request: Request) -> Deployment | str:
+    """The request's numbers, or why capacity cannot be estimated."""
+    model = request.model
+    arch = facts(model)
+    params = request.parameters_b or (arch.params_b if arch else None)
     if not params:
         return "model.parameters_b is not set and the model id is not one whose size is known here"
-    quant = str(profile.model.get("quantization") or profile.flag("quantization") or "bf16").lower()
+    implied = quantization_in_id(model) or (arch.native_quantization if arch else None)
+    quant = str(request.quantization or implied or "bf16").lower()
     notes: list[str] = []
     weight_bytes = QUANT_BYTES.get(quant)
     if weight_bytes is None:
-        weight_bytes = next((b for hint, b in ID_HINTS if hint in model.lower()), None)
+        # compressed-tensors is a container format: the bit width is only in the checkpoint; ids say it
+        weight_bytes = QUANT_BYTES.get(quantization_in_id(model) or "")
         if weight_bytes is None:
             return (f"quantization '{quant}' does not say its bit width; set model.quantization to awq, gptq, "
                     "fp8 or bf16")
         notes.append(f"'{quant}' read as {'4' if weight_bytes < 1 else '8'}-bit from the model id")
+    elif not request.quantization and implied:
+        notes.append(f"{quant} weights, as the model id says")
     if not arch:
         notes.append("architecture unknown: embeddings share and KV bytes/token from rough rules (x2)")
-    max_len = size(profile.flag("max-model-len", "")) or profile.model.get("max_model_len")
+    elif arch.source != "table":
+        notes.append(f"architecture from {arch.source}")
+    max_len = size(request.flag("max-model-len", "")) or request.max_model_len
     if not max_len:
         if not arch:
-            return "no max_model_len (model.max_model_len or server.max-model-len) and the model is unknown"
+            return "no max_model_len (model.max_model_len or --max-model-len) and the model is unknown"
         max_len = arch.max_position_embeddings
         notes.append(f"max_model_len not set: the checkpoint's {max_len}")
-    kv_dtype = str(profile.flag("kv-cache-dtype", "auto")).lower()
+    kv_dtype = str(request.flag("kv-cache-dtype", "auto")).lower()
     return Deployment(
         model=model, quantization=quant, weight_bytes=weight_bytes, params_b=float(params), arch=arch,
-        tp=int(profile.flag("tensor-parallel-size", 1)), pp=int(profile.flag("pipeline-parallel-size", 1)),
-        utilization=float(profile.flag("gpu-memory-utilization", DEFAULT_UTILIZATION)),
-        kv_bytes=1 if kv_dtype in FP8_KV else 2, max_model_len=int(max_len),
-        multimodal=bool(profile.model.get("multimodal") or profile.capabilities.get("vision")),
+        tp=int(request.flag("tensor-parallel-size", 1)), pp=int(request.flag("pipeline-parallel-size", 1)),
+        utilization=float(request.flag("gpu-memory-utilization", DEFAULT_UTILIZATION)),
+        kv_bytes=1 if kv_dtype in FP8_KV else 2, max_model_len=int(max_len), multimodal=request.multimodal,
         notes=tuple(notes))
 
 
@@ -278,33 +261,38 @@ def capacity_findings(profile: Profile, hardware: Hardware | None = None) -> lis
     if profile.backend == "external":
         return []
     if hw is None:
-        return [CAPACITY_RULES["VG006"](file, "hardware", "no GPU target (a CPU profile?): NVML sees no GPU here "
-                                        "and the profile has no hardware.gpus/gpu_memory_gib", "for a GPU "
-                                        "deployment checked from a laptop or CI, give --gpus N --gpu-memory 24GiB "
-                                        "or set hardware: in the profile")]
+        return [RULES["VG006"](file, "hardware", "no GPU target (a CPU profile?): NVML sees no GPU here "
+                               "and the profile has no hardware.gpus/gpu_memory_gib", "for a GPU "
+                               "deployment checked from a laptop or CI, give --gpus N --gpu-memory 24GiB "
+                               "or set hardware: in the profile")]
     findings = list(_presence(profile, hw, file)) if hw.source == "nvml" else []
-    d = resolve(profile)
-    if isinstance(d, str):
-        return [*findings, CAPACITY_RULES["VG006"](file, "model", d, "set model.parameters_b, "
-                                                   "model.quantization and model.max_model_len")]
-    e = d.estimate(hw.memory_gib)
-    numbers = _numbers(d, hw, e)
     len_key = "server.max-model-len" if profile.flag("max-model-len") else "model.max_model_len"
-    if not e.weights_fit:
-        findings.append(CAPACITY_RULES["VG001"](file, "model.path", f"weights {e.weights:.1f} GiB/GPU + overhead "
-                                                f"{e.overhead:.1f} exceed the budget: {numbers}",
-                                                _fixes(d, hw, e)))
-    elif e.kv_room < e.kv_needed:
-        findings.append(CAPACITY_RULES["VG002"](
-            file, len_key, f"{numbers}. vLLM would load the weights, then refuse to start ('To serve at least "
-            "one request with the model's max seq len ...')", _fixes(d, hw, e)))
-    else:
-        concurrency = e.kv_room / e.kv_needed
-        findings.append(CAPACITY_RULES["VG003"](file, "model", f"fits: {numbers}; {concurrency:.1f} requests of "
-                                                f"max_model_len at once", "nothing to do"))
-    if hw.source == "nvml":
+    d = resolve(request_from_profile(profile))
+    findings += estimate_findings(d, hw, file, ("model", "model.path", len_key),
+                                  "set model.parameters_b, model.quantization and model.max_model_len")
+    if hw.source == "nvml" and not isinstance(d, str):
         findings += _busy(profile, hw, d.utilization, file)
     return findings
+
+
+def estimate_findings(d: Deployment | str, hw: Hardware, file: str, keys: tuple[str, str, str],
+                      unknown_fix: str) -> list[Finding]:
+    """VG001/VG002/VG003 (or VG006 with why not) for one deployment; keys: (model, weights, context)."""
+    model_key, weights_key, len_key = keys
+    if isinstance(d, str):
+        return [RULES["VG006"](file, model_key, d, unknown_fix)]
+    e = d.estimate(hw.memory_gib)
+    numbers = _numbers(d, hw, e)
+    if not e.weights_fit:
+        return [RULES["VG001"](file, weights_key, f"weights {e.weights:.1f} GiB/GPU + overhead {e.overhead:.1f} "
+                               f"exceed the budget: {numbers}", _fixes(d, hw, e))]
+    if e.kv_room < e.kv_needed:
+        return [RULES["VG002"](file, len_key, f"{numbers}. vLLM would load the weights, then refuse to start "
+                               "('To serve at least one request with the model's max seq len ...')",
+                               _fixes(d, hw, e))]
+    concurrency = e.kv_room / e.kv_needed
+    return [RULES["VG003"](file, model_key, f"fits: {numbers}; {concurrency:.1f} requests of max_model_len at "
+                           "once", "nothing to do")]
 
 
 def _used_gpus(profile: Profile, hw: Hardware) -> tuple[list[GpuState], list[str]]:
@@ -318,7 +306,7 @@ def _used_gpus(profile: Profile, hw: Hardware) -> tuple[list[GpuState], list[str
 
 
 def _presence(profile: Profile, hw: Hardware, file: str) -> list[Finding]:
-    rule = CAPACITY_RULES["VG004"]
+    rule = RULES["VG004"]
     seen = ", ".join(f"{g.index} ({g.name}, {g.memory_total_gib:.1f} GiB)" for g in hw.gpus)
     used, missing = _used_gpus(profile, hw)
     findings = []
@@ -356,7 +344,7 @@ def _busy(profile: Profile, hw: Hardware, utilization: float, file: str) -> list
         if refuses:
             message += (f". vLLM needs {wanted:.1f} GiB free (gpu-memory-utilization {utilization:g}) and would "
                         f"refuse: 'Free memory on device ... is less than desired GPU memory utilization'")
-        findings.append(CAPACITY_RULES["VG005"](
+        findings.append(RULES["VG005"](
             file, "hardware.device_ids", message, "stop the other deployment first (docker ps; nvidia-smi), or "
             "pick free GPUs in hardware.device_ids", severity=Severity.ERROR if refuses else None))
     return findings

@@ -10,15 +10,15 @@ from test_telemetry import FakeNvml, seed004
 
 from pytest_vllm import lint_cli
 from pytest_vllm.capacity import (
-    CAPACITY_RULES,
     Hardware,
-    architecture,
     capacity_findings,
     capacity_rule,
     hardware_from_snapshot,
+    request_from_profile,
     resolve,
 )
-from pytest_vllm.lint import Severity, lint_target
+from pytest_vllm.lint import RULES, Severity, lint_target
+from pytest_vllm.lint.model_facts import facts
 from pytest_vllm.profile import load_profile
 from pytest_vllm.telemetry import snapshot
 
@@ -91,7 +91,8 @@ def test_medium_128k_needs_an_fp8_kv_cache(tmp_path):
 def test_weights_match_the_seeds_measurement(tmp_path):
     # seed 001: Qwen2.5-32B-Instruct-AWQ, TP 2: "Loading model weights took 9.0792 GiB" (per GPU)
     model = "{path: Qwen/Qwen2.5-32B-Instruct-AWQ, quantization: awq, parameters_b: 32.8, max_model_len: 32768}"
-    d = resolve(load(profile_file(tmp_path, model, "{tensor-parallel-size: 2, gpu-memory-utilization: 0.9}")))
+    server = "{tensor-parallel-size: 2, gpu-memory-utilization: 0.9}"
+    d = resolve(request_from_profile(load(profile_file(tmp_path, model, server))))
     assert not isinstance(d, str)
     assert d.estimate(23.99).weights == pytest.approx(9.0792, rel=0.03)
 
@@ -122,14 +123,17 @@ def test_capacity_not_checked_says_why(tmp_path, model, hardware, says):
 
 
 def test_max_model_len_defaults_to_the_checkpoint(tmp_path):
-    d = resolve(load(profile_file(tmp_path, "{path: Qwen/Qwen3-32B-AWQ, quantization: awq}", "{}")))
+    model = "{path: Qwen/Qwen3-32B-AWQ, quantization: awq}"
+    d = resolve(request_from_profile(load(profile_file(tmp_path, model, "{}"))))
     assert not isinstance(d, str) and d.max_model_len == 40960 and "checkpoint's 40960" in d.notes[0]
 
 
 def test_architecture_table_keys():
-    assert architecture("Qwen/Qwen3-VL-32B-Instruct-FP8").vision_params_b > 0
-    assert architecture("Qwen/Qwen3-32B-AWQ").vision_params_b == 0
-    assert architecture("meta-llama/Llama-3-8B") is None
+    assert facts("Qwen/Qwen3-VL-32B-Instruct-FP8").vision_params_b > 0
+    assert facts("Qwen/Qwen3-32B-AWQ").vision_params_b == 0
+    assert facts("meta-llama/Llama-3.1-8B-Instruct").max_position_embeddings == 131072
+    assert facts("meta-llama/Meta-Llama-3-8B").max_position_embeddings == 8192  # 3.0
+    assert facts("acme/llm-13b") is None
 
 
 def test_lint_cli_refuses_fp8_from_options(tmp_path, capsys):
@@ -209,5 +213,5 @@ def test_gpus_by_uuid(tmp_path):
     assert [f.rule for f in findings if f.blocking] == ["VG005"]  # GPU1 is the one named, and it is full
 
 
-def test_rule_table():
-    assert set(CAPACITY_RULES) == {"VG001", "VG002", "VG003", "VG004", "VG005", "VG006"}
+def test_capacity_rules_are_in_the_one_catalogue():
+    assert {"VG001", "VG002", "VG003", "VG004", "VG005", "VG006", "VG007", "VG008", "VG009"} <= set(RULES)

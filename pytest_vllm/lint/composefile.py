@@ -6,6 +6,7 @@ compose itself would reject.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -28,6 +29,9 @@ class LintInputError(VllmTestError):
 
 # --- YAML -------------------------------------------------------------------------------------------
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 @dataclass(frozen=True)
 class DuplicateKey:
     key: str
@@ -45,6 +49,8 @@ def load_yaml(path: Path) -> tuple[Any, list[DuplicateKey]]:
     def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue  # `<<: *anchor`: merged by SafeLoader below; later keys override, as in compose
             key = loader.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if not isinstance(key, str | int | float | bool):
@@ -66,6 +72,37 @@ def load_yaml(path: Path) -> tuple[Any, list[DuplicateKey]]:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         raise LintInputError(f"{where}: YAML syntax error: {getattr(exc, 'problem', None) or exc}") from None
+
+
+def key_lines(path: Path) -> dict[tuple[str, ...], int]:
+    """1-based line of every mapping key, by key path (('services', 'vllm', 'command') -> 12).
+
+    Keys a service takes from `<<: *anchor` point to the anchor's line: where the value is written.
+    """
+    lines: dict[tuple[str, ...], int] = {}
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError):
+        return lines
+
+    def walk(node: yaml.Node, prefix: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    for merged in value.value if isinstance(value, yaml.SequenceNode) else [value]:
+                        walk(merged, prefix)
+                    continue
+                key = (*prefix, str(key_node.value))
+                lines.setdefault(key, key_node.start_mark.line + 1)
+                walk(value, key)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines.setdefault((*prefix, str(i)), item.start_mark.line + 1)
+                walk(item, (*prefix, str(i)))
+
+    if root is not None:
+        walk(root, ())
+    return lines
 
 
 # --- env files --------------------------------------------------------------------------------------
@@ -220,15 +257,44 @@ def as_argv(value: Any) -> list[str]:
 
 # --- docker compose config ----------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Rendering:
+    """What `docker compose config` made of the files: its model of every service, or why it refused."""
+
+    status: int
+    stderr: str
+    services: dict[str, dict[str, Any]] | None = None  # None when compose refused (status != 0)
+
+
 def compose_config(command: list[str], files: list[Path], env_file: Path | None,
-                   extra_env: dict[str, str]) -> tuple[int, str]:
-    """Run `docker compose config --quiet`; (exit status, what compose printed on stderr)."""
+                   extra_env: dict[str, str]) -> Rendering:
+    """`docker compose config --format json` with every profile on: the files as compose will run them.
+
+    Every profile is enabled so that no service escapes the lint; which profiles run together is the
+    caller's business (`profiles:` stays in each service).
+    """
     args = [*command, *(["--env-file", str(env_file.resolve())] if env_file else [])]
     for f in files:
         args += ["-f", str(f.resolve())]
+    env = {**os.environ, **extra_env, "COMPOSE_PROFILES": "*"}
     try:
-        proc = subprocess.run([*args, "config", "--quiet"], capture_output=True, text=True,
-                              timeout=COMPOSE_TIMEOUT_S, cwd=files[0].parent, env={**os.environ, **extra_env})
+        proc = subprocess.run([*args, "config", "--format", "json"], capture_output=True, text=True,
+                              timeout=COMPOSE_TIMEOUT_S, cwd=files[0].parent, env=env)
     except subprocess.TimeoutExpired:
-        return 124, f"docker compose config did not answer within {COMPOSE_TIMEOUT_S}s"
-    return proc.returncode, proc.stderr.strip()
+        return Rendering(124, f"docker compose config did not answer within {COMPOSE_TIMEOUT_S}s")
+    if proc.returncode != 0:
+        return Rendering(proc.returncode, proc.stderr.strip())
+    try:
+        services = json.loads(proc.stdout).get("services") or {}
+    except ValueError:
+        return Rendering(1, "docker compose config printed something that is not JSON")
+    # compose prints `$` as `$$` so that its output can be read again; the container sees one `$`
+    return Rendering(0, proc.stderr.strip(), _unescape(services))
+
+
+def _unescape(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _unescape(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_unescape(v) for v in node]
+    return node.replace("$$", "$") if isinstance(node, str) else node

@@ -7,7 +7,6 @@ to start (or starts doing something else) minutes into a GPU deployment.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 from .findings import RULES, Finding
 from .flags import FlagUse
+from .model_facts import local_config, quantization_in_id
 
 _UNQUANTIZED = {"bf16", "bfloat16", "fp16", "float16", "half", "fp32", "float32", "none", "auto"}
 # methods that quantize an unquantized checkpoint while loading it
@@ -84,19 +84,12 @@ def check_context(values: dict[str, str | bool], file: str, key: str) -> Iterabl
 
 def checkpoint_quantization(model: str) -> tuple[str, Path] | None:
     """quant_method from the checkpoint's config.json, when it is on this machine (local dir or HF cache)."""
-    candidates = [Path(model).expanduser() / "config.json"]
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", model):
-        hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", "~/.cache/huggingface"))
-                   / "hub").expanduser()
-        candidates += sorted(hub.glob(f"models--{model.replace('/', '--')}/snapshots/*/config.json"))
-    for path in candidates:
-        try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        quant = config.get("quantization_config") or config.get("compression_config") or {}
-        return (str(quant.get("quant_method") or "none"), path)
-    return None
+    found = local_config(model)
+    if found is None:
+        return None
+    path, config = found
+    quant = config.get("quantization_config") or config.get("compression_config") or {}
+    return (str(quant.get("quant_method") or "none"), path)
 
 
 def check_quantization(model: str, declared: str | None, flag: str | None, file: str, key: str,
@@ -107,7 +100,7 @@ def check_quantization(model: str, declared: str | None, flag: str | None, file:
         yield RULES["VP003"](file, declared_key, f"the profile says the checkpoint is '{declared}' but its "
                              f"config.json ({on_disk[1]}) says '{on_disk[0]}'",
                              f"set {declared_key}: {on_disk[0]}")
-    truth = on_disk[0] if on_disk else declared or _name_hint(model)
+    truth = on_disk[0] if on_disk else declared or quantization_in_id(model)
     source = f"config.json at {on_disk[1]}" if on_disk else (declared_key if declared else "the model name")
     if not flag or not truth:
         return
@@ -122,15 +115,15 @@ def check_quantization(model: str, declared: str | None, flag: str | None, file:
         yield RULES["VP003"](file, key, f"--quantization {flag} contradicts the checkpoint ({source}: {truth}); "
                              "vLLM refuses: 'Quantization method specified in the model config does not match'",
                              "remove --quantization and let vLLM read the method from the checkpoint")
+    elif flag.lower() == "awq":
+        yield RULES["VP011"](file, key, "--quantization awq on an AWQ checkpoint forces vLLM's generic AWQ kernel "
+                             "(vLLM logs 'Detected that the model can run with awq_marlin, however you specified "
+                             "quantization=awq explicitly, so forcing awq'); on NVIDIA GPUs of compute capability "
+                             ">= 8.0 (Ampere, Ada such as the RTX 4090, Hopper) it is several times slower than "
+                             "awq_marlin", "remove --quantization (vLLM then picks awq_marlin), or write "
+                             "--quantization awq_marlin")
 
 
 def _family(method: str) -> str:
     method = method.lower()
     return _QUANT_FAMILY.get(method, method)
-
-
-def _name_hint(model: str) -> str | None:
-    for token, method in (("awq", "awq"), ("gptq", "gptq"), ("fp8", "fp8")):
-        if re.search(rf"(^|[-_/]){token}($|[-_])", model, re.I):
-            return method
-    return None

@@ -2,7 +2,10 @@
 
 Every rule is listed once in `RULES` (id, severity, title) so the CLI can print the catalogue and the
 tests can prove each rule has a bad example that triggers it. Rule ids:
-VF* vLLM flags, VP* profile consistency, VC* compose file and env file, VG* GPU capacity (capacity.py).
+VF* vLLM flags, VP* profile consistency, VC* compose file and env file, VG* GPUs, memory and model facts.
+
+Severity means what happens: error = vLLM or compose would refuse it, or the deployment cannot work
+(preflight stops on errors only); warning = it runs, but riskily or against policy; info = advice.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ RULES: dict[str, Rule] = {r.id: r for r in (
     Rule("VF009", E, "reasoning or tool-call parser vLLM does not have"),
     Rule("VF010", E, "unknown or deprecated quantization method"),
     Rule("VF011", E, "empty --api-key: vLLM then serves without authentication"),
+    Rule("VF012", E, "stray argument vLLM cannot place (a '#' comment inside a folded command, a flag with a space)"),
     # profile consistency
     Rule("VP001", E, "server flag that the profile sets elsewhere"),
     Rule("VP002", E, "capability claimed but not configured"),
@@ -72,16 +76,17 @@ RULES: dict[str, Rule] = {r.id: r for r in (
     Rule("VP008", E, "compose service named by the profile not found"),
     Rule("VP009", E, "profile port differs from the port compose publishes"),
     Rule("VP010", E, "env file missing"),
+    Rule("VP011", W, "--quantization awq forces the slow AWQ kernel where awq_marlin runs (compute capability >= 8.0)"),
     # compose file and env file
-    Rule("VC001", E, "GPU device id malformed (comma inside one id, or empty)"),
+    Rule("VC001", E, "GPU device id empty (an unset variable)"),
     Rule("VC002", E, "GPU reservation sets both count and device_ids"),
     Rule("VC003", E, "GPU reservation without capabilities: [gpu]"),
     Rule("VC004", W, "vLLM service reserves no GPU"),
     Rule("VC005", E, "fewer GPUs reserved than the parallelism needs"),
-    Rule("VC006", E, "variable used by the compose file is not set"),
+    Rule("VC006", W, "variable used by the compose file is not set (compose substitutes an empty string)"),
     Rule("VC007", E, "API key missing, empty, short or a placeholder"),
     Rule("VC008", W, "API key written into the compose file or the command line"),
-    Rule("VC009", E, "published port does not reach vLLM"),
+    Rule("VC009", W, "published port does not reach vLLM"),
     Rule("VC010", W, "health check missing or not on /health"),
     Rule("VC011", W, "tensor parallelism without shared memory (ipc: host / shm_size)"),
     Rule("VC012", W, "fixed container_name"),
@@ -89,6 +94,19 @@ RULES: dict[str, Rule] = {r.id: r for r in (
     Rule("VC014", W, "vLLM image not pinned to a version"),
     Rule("VC015", W, "env file line compose cannot read"),
     Rule("VC016", I, "no vLLM service found in the compose file"),
+    Rule("VC017", W, "several GPUs in one device id: works with the NVIDIA runtime hook, fails under CDI"),
+    Rule("VC018", E, "required variable not set: compose refuses to start (${VAR:?message})"),
+    Rule("VC019", E, "`vllm serve` written in command while the image's entrypoint already runs it"),
+    # GPUs, memory and model facts (pytest_vllm.capacity, compose_capacity.py)
+    Rule("VG001", E, "model weights do not fit the GPUs"),
+    Rule("VG002", E, "no KV-cache room for one request of max_model_len"),
+    Rule("VG003", I, "capacity estimate"),
+    Rule("VG004", E, "GPUs the profile names are not present"),
+    Rule("VG005", W, "GPUs already in use by other processes"),
+    Rule("VG006", I, "capacity not checked"),
+    Rule("VG007", E, "max-model-len beyond the checkpoint's context without rope scaling"),
+    Rule("VG008", E, "engines sharing a GPU whose gpu-memory-utilization sums above 1"),
+    Rule("VG009", W, "tool-call parser made for another model family"),
 )}
 
 

@@ -13,11 +13,14 @@ from .composefile import load_yaml
 from .consistency import check_context, check_quantization, last_values, parallelism, size
 from .findings import RULES, Finding, Severity
 from .flags import FlagUse, check_flags, split_argv
+from .model_rules import check_model
 
 # server flags the profile owns through other keys (the backends render them from there)
 MANAGED_FLAGS = {"model": "model.path", "served-model-name": "model.served_name", "host": "deployment.host",
                  "port": "deployment.port", "api-key": "auth.api_key_env (the key never goes in a profile)"}
 IMPLICIT_DEFAULTS = ("enable-prefix-caching", "enable-chunked-prefill")  # on by default in the V1 engine
+PREFIX_CACHING_NOTE = ("prefix caching is effectively ON (vLLM V1 default >=0.10); omitting the flag does not "
+                       "disable it (the seeds' champion ran with prefix caching it believed off)")
 
 
 def profile_flag_uses(profile: Profile) -> list[FlagUse]:
@@ -54,11 +57,13 @@ def check_profile(profile: Profile) -> list[Finding]:
                                    "server.quantization")
     findings += _gpus(profile, values, file)
     findings += _context(profile, values, file)
+    findings += check_model(str(profile.model.get("path", "")), values, profile.deployment.get("env") or {}, file,
+                            "server")
     for name in IMPLICIT_DEFAULTS:
         if name not in values:
             findings.append(RULES["VP006"](
-                file, f"server.{name}", f"{name} is not set, so vLLM's V1 default applies: ON (leaving the flag "
-                "out does not turn it off: the seeds' champion ran with prefix caching it believed off)",
+                file, f"server.{name}", PREFIX_CACHING_NOTE if name == "enable-prefix-caching" else
+                f"{name} is not set, so vLLM's V1 default applies: ON (leaving the flag out does not turn it off)",
                 f"state it: {name}: true, or {name}: false (rendered --no-{name})"))
     return findings
 
