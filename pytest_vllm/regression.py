@@ -160,11 +160,10 @@ def check(measurement: str, current: Sequence[float], baseline: Sequence[Baselin
     if status == UNDECIDED and final:
         status = "ok"
     labels = tuple(run.label for run in baseline)
-    against = f"run {labels[0]}" if len(labels) == 1 else f"runs {', '.join(labels)} (pooled)"
     now, then = Summary.of(current), Summary.of(reference)
     planned = f"{looks.count} look{'s' if looks.count > 1 else ''} planned"
-    change = (f"median {now.median * 1000:.1f} ms now vs {then.median * 1000:.1f} ms in {against}: "
-              f"{c.change:+.1%} (Hodges-Lehmann; {c.confidence * 100:g}% interval {c.low - 1:+.1%} to "
+    change = (f"median {now.median * 1000:.1f} ms now vs {then.median * 1000:.1f} ms in {_against(labels)}: "
+              f"{c.change:+.1%} (Hodges-Lehmann; {c.confidence * 100:.3g}% interval {c.low - 1:+.1%} to "
               f"{c.high - 1:+.1%}, {c.n_current} vs {c.n_baseline} samples, {planned})")
     if status == "regressed":
         lines = [f"{measurement} regressed: {change}, beyond the {tolerance:.0%} tolerance ({source}).",
@@ -241,7 +240,7 @@ def check_acceleration(measurement: str, miss: Sequence[float], hit: Sequence[fl
                        "the baseline", tolerance=tolerance)
     r = acceleration_change(miss, hit, [(m.samples, h.samples) for m, h in baseline], confidence)
     labels = tuple(m.label for m, _ in baseline)
-    text = (f"acceleration ×{r.now:.2f} now vs ×{r.then:.2f} in runs {', '.join(labels)} (pooled): "
+    text = (f"acceleration ×{r.now:.2f} now vs ×{r.then:.2f} in {_against(labels)}: "
             f"{math.exp(-r.drop) - 1:+.1%} ({confidence:.0%} interval {math.exp(-r.high) - 1:+.1%} to "
             f"{math.exp(-r.low) - 1:+.1%}; whole-run drift cancels in MISS/HIT)")
     if r.established_drop and r.drop > math.log1p(tolerance) / 2:  # the TTFT gate's rule, on log(MISS/HIT)
@@ -251,6 +250,10 @@ def check_acceleration(measurement: str, miss: Sequence[float], hit: Sequence[fl
         return Verdict("accepted" if accept else "regressed", measurement, message, None, labels, tolerance)
     return Verdict("ok", measurement, f"{measurement}: {text}; tolerance {tolerance:.0%}: ok", None, labels,
                    tolerance)
+
+
+def _against(labels: Sequence[str]) -> str:
+    return f"run {labels[0]}" if len(labels) == 1 else f"runs {', '.join(labels)} (pooled)"
 
 
 def _what_changed(now: dict[str, Any], then: dict[str, Any]) -> list[str]:
