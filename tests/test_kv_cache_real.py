@@ -73,13 +73,17 @@ def test_prefix_caching_on_accelerates_both_workloads_and_metrics_confirm(run_su
 
 
 def test_prefix_caching_off_gives_no_speed_up_and_the_suite_says_it_is_off(run_suite, tmp_path):
-    result = run_suite(KV_SUITE, "--profile=kv_tiny_off", *PROFILE_DIRS, "-k", "acceleration", "-rf")
+    junit = tmp_path / "junit.xml"
+    result = run_suite(KV_SUITE, "--profile=kv_tiny_off", *PROFILE_DIRS, "-k", "acceleration", f"--junitxml={junit}")
     kv = _measurements(tmp_path, "kv_tiny_off")
     print("\n" + "\n".join(_show("OFF", kv[f"kv_cache/{w}"]) for w in WORKLOADS))
     result.assert_outcomes(failed=2)
-    out = result.stdout.str()
-    assert out.count("is below the required ×2") == 2 and "Prefix caching is OFF on this deployment" in out
-    assert "enable-prefix-caching: false (--no-enable-prefix-caching)" in out
+    failures = {case.get("name"): case.find("failure").text for case in ET.parse(junit).iter("testcase")
+                if case.find("failure") is not None}
+    assert set(failures) == {f"test_kv_cache_acceleration[kv_tiny_off-{w}]" for w in WORKLOADS}
+    for text in failures.values():
+        assert "is below the required ×2" in text and "Prefix caching is OFF on this deployment" in text
+        assert "enable-prefix-caching: false (--no-enable-prefix-caching)" in text
     for workload in WORKLOADS:
         measured = kv[f"kv_cache/{workload}"]
         assert 0.75 <= measured["acceleration"] <= 1.33, _show("OFF", measured)
