@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="lowest severity that makes the exit status 1 (default: error; preflight blocks on "
                         "errors only)")
     parser.add_argument("--format", choices=["text", "json"], default="text", help="report format (json for CI)")
+    parser.add_argument("--vllm-version", metavar="X.Y.Z", help="judge vLLM flags against this release "
+                        "(default: the image tag or build context pin, the installed vLLM for the process backend)")
     parser.add_argument("--quiet", "-q", action="store_true", help="hide info findings")
     parser.add_argument("--list-rules", action="store_true", help="print every rule id and exit")
     return parser
@@ -85,9 +87,10 @@ def main(argv: list[str], extra_rules: Sequence[ProfileRule] | None = None) -> i
         target = " + ".join(map(str, item)) if isinstance(item, list) else item
         try:
             if isinstance(item, list):
-                findings = lint_compose(item, args.env_file, _compose_gpus(args))
+                findings = lint_compose(item, args.env_file, _compose_gpus(args), args.vllm_version)
             else:
-                findings = lint_target(item, dirs, args.env_file, extra_rules, hardware, _compose_gpus(args))
+                findings = lint_target(item, dirs, args.env_file, extra_rules, hardware, _compose_gpus(args),
+                                       args.vllm_version)
         except VllmTestError as exc:
             print(f"{target}: cannot lint: {exc}", file=sys.stderr)
             report.append({"target": target, "unusable": str(exc)})

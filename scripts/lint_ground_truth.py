@@ -7,10 +7,9 @@ For each file: `docker compose config --format json` renders it (with the `.env`
 every profile on); each vLLM engine's argv (pytest_vllm.lint.engines) is then parsed
 
 - by the real parser of the installed vLLM (`vllm serve`'s own FlexibleArgumentParser), when the image
-  runs that release or an unpinned tag (latest/nightly: the newest release, the closest there is);
-- else against the flag table of the release the image pins: the per-release tables of
-  pytest_vllm.lint.versions when that module exists, else the one table shipped (vllm_flags.py), and
-  the line says which release judged it.
+  runs that release (an unpinned tag, latest/nightly, runs the newest release with a table);
+- else against the flag table of the release the image pins (pytest_vllm.lint.versions), and the line
+  says which release judged it.
 
 It prints one line per engine: the release, then `ok` or what the parser rejects. Compare with the
 findings `scripts/lint_corpus.py -v` prints. Exit 0 (a report, not a gate).
@@ -30,9 +29,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pytest_vllm.backends.compose import compose_command  # noqa: E402
+from pytest_vllm.lint import versions  # noqa: E402
 from pytest_vllm.lint.composefile import compose_config  # noqa: E402
-from pytest_vllm.lint.engines import engine_call, image_parts  # noqa: E402
-from pytest_vllm.lint.flagspec import lookup  # noqa: E402
+from pytest_vllm.lint.engines import engine_call  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lint_corpus import cases, spec_of  # noqa: E402
@@ -67,16 +66,10 @@ def parse_with(parser: Any, args: list[str]) -> str:
 
 
 def by_table(image: str, args: list[str]) -> tuple[str, str]:
-    """(release judged against, 'ok' or the unknown flags) with the per-release tables or the shipped one."""
-    try:
-        from pytest_vllm.lint import versions  # per-release tables (lint/versions.py), when present
-        choice = versions.choose(image=image)
-        unknown = [a for a in args if a.startswith("--") and choice.table.lookup(a.partition("=")[0]).spec is None]
-        return choice.describe(), "ok" if not unknown else "unknown: " + " ".join(unknown)
-    except ImportError:
-        from pytest_vllm.lint import vllm_flags
-        unknown = [a for a in args if a.startswith("--") and lookup(a.partition("=")[0]).spec is None]
-        return f"table {vllm_flags.VLLM_VERSION}", "ok" if not unknown else "unknown: " + " ".join(unknown)
+    """(release judged against, 'ok' or the unknown flags) with the per-release tables (lint/versions.py)."""
+    choice = versions.choose(image=image)
+    unknown = [a for a in args if a.startswith("--") and choice.table.lookup(a.partition("=")[0]).spec is None]
+    return choice.describe(), "ok" if not unknown else "unknown: " + " ".join(unknown)
 
 
 def render(case: Path) -> dict[str, dict[str, Any]] | str:
@@ -107,9 +100,8 @@ def main(argv: list[str]) -> int:
             if call is None:
                 continue
             image = str(services[name].get("image") or "")
-            _, tag = image_parts(image)
-            pinned = tag.lstrip("v").split("-")[0] if tag and tag[0] in "v0123456789" else None
-            if parser and (pinned is None or pinned == parser[0]):
+            judged = versions.choose(image=image or None).version  # latest/nightly: the newest table's release
+            if parser and judged == parser[0]:
                 release, verdict = f"vLLM {parser[0]} parser", parse_with(parser[1], call.args)
             else:
                 release, verdict = by_table(image, call.args)

@@ -24,11 +24,10 @@ from pytest_vllm.lint import (
     Severity,
     compose_rules,
     flags,
-    flagspec,
     lint_compose,
     lint_profile,
     lint_target,
-    vllm_flags,
+    versions,
 )
 from pytest_vllm.profile import known_profiles, load_profile
 
@@ -37,7 +36,7 @@ from conftest import DATA, PROFILES, REPO
 BAD = DATA / "lint" / "bad"
 # Rules whose severity follows the context: a versioned flag rule is a warning when the image runs another
 # vLLM release than the table's; a missing key is an error only when a profile's run needs it; ...
-SEVERITY_DEPENDS_ON_CONTEXT = ("VC006", "VC007", "VC010", "VC013", "VF001", "VF003", "VF009", "VF010", "VG005", "VG008",
+SEVERITY_DEPENDS_ON_CONTEXT = ("VC006", "VC007", "VC010", "VC013", "VF001", "VG005", "VG008",
                                "VP002", "VP004")
 # The medium profiles and compose file reproduce the seeds' `--quantization awq` on purpose: VP011 says so.
 SEEDS_AWQ_FLAG = "VP011"
@@ -195,35 +194,22 @@ def test_unusable_inputs_raise(tmp_path: Path):
 def test_argv_is_grouped_as_argparse_does():
     positional, uses = flags.split_argv(["Qwen/Qwen3-32B-AWQ", "-tp", "2", "--enable-prefix-caching",
                                          "--api-key", "a", "b", "--max-model-len=128k", "--max-model-len", "-1"],
-                                        lambda i: f"[{i}]")
+                                        lambda i: f"[{i}]", versions.choose("0.32.0"))
     assert positional == "Qwen/Qwen3-32B-AWQ"
     assert [(u.found.spec.name, u.values) for u in uses] == [
         ("tensor-parallel-size", ["2"]), ("enable-prefix-caching", []), ("api-key", ["a", "b"]),
         ("max-model-len", ["128k"]), ("max-model-len", ["-1"])]
-    assert flags.check_flags(uses, "f", in_profile=False)[0].rule == "VF006"
+    assert flags.check_flags(uses, "f", in_profile=False, version=versions.choose("0.32.0"))[0].rule == "VF006"
 
 
 def test_lookup_understands_underscores_negation_and_aliases():
-    assert flagspec.lookup("--gpu_memory_utilization").spec.name == "gpu-memory-utilization"
-    assert flagspec.lookup("--no-enable-prefix-caching").negated
-    assert flagspec.lookup("-q").spec.name == "quantization"
-    assert flagspec.lookup("--enable-prefix").abbreviation_of == "enable-prefix-caching"
-    assert flagspec.lookup("--rope-scaling").spec is None
-
-
-def test_retired_flags_are_really_gone_from_the_table():
-    assert not set(flags.RETIRED) & set(vllm_flags.FLAGS)
-
-
-@pytest.mark.real
-def test_flag_table_matches_the_installed_vllm():
-    """Regenerate with `python -m pytest_vllm.lint.flagspec` when vLLM is upgraded."""
-    pytest.importorskip("vllm")
-    table = flagspec.generate()
-    assert table["VLLM_VERSION"] == vllm_flags.VLLM_VERSION
-    assert {k: list(v) for k, v in table["FLAGS"].items()} == {k: list(v) for k, v in vllm_flags.FLAGS.items()}
-    assert table["TOOL_PARSERS"] == vllm_flags.TOOL_PARSERS
-    assert table["REASONING_PARSERS"] == vllm_flags.REASONING_PARSERS
+    table = versions.choose("0.32.0").table
+    assert table.lookup("--gpu_memory_utilization").spec.name == "gpu-memory-utilization"
+    assert table.lookup("--no-enable-prefix-caching").negated
+    assert table.lookup("-q").spec.name == "quantization"
+    assert table.lookup("--q").spec is None  # aliases keep their dashes, as argparse does
+    assert table.lookup("--enable-prefix").abbreviation_of == "enable-prefix-caching"
+    assert table.lookup("--rope-scaling").spec is None
 
 
 # --- command line ---------------------------------------------------------------------------------------

@@ -34,13 +34,14 @@ __all__ = ["RULES", "Finding", "LintInputError", "ProfileRule", "Rule", "Severit
 
 
 def lint_profile(profile: Profile, env_file: Path | None = None, extra_rules: Sequence[ProfileRule] = (),
-                 api_key: str | None = None) -> list[Finding]:
+                 api_key: str | None = None, vllm_version: str | None = None) -> list[Finding]:
     """Every rule that applies to the profile and the compose/env files it names.
 
     `env_file` replaces the profile's deployment.env_file; `api_key` is the key the run will use when
-    the caller already resolved it (then that key is checked, not the env file's).
+    the caller already resolved it (then that key is checked, not the env file's); `vllm_version` is
+    the release flags are judged against instead of the deployed one (lint.versions).
     """
-    findings = check_profile(profile)
+    findings = check_profile(profile, vllm_version)
     d = profile.deployment
     if profile.backend == "compose":
         files = d["compose_files"] if isinstance(d["compose_files"], list) else [d["compose_files"]]
@@ -51,14 +52,15 @@ def lint_profile(profile: Profile, env_file: Path | None = None, extra_rules: Se
             raise LintInputError(f"{profile.path}: deployment.compose_files: {', '.join(map(str, missing))} "
                                  "not found")
         findings += check_compose(ComposeTarget(paths, named, env_file_required=named is not None,
-                                                service=d.get("service"), profile=profile, api_key=api_key))
+                                                service=d.get("service"), profile=profile, api_key=api_key,
+                                                vllm_version=vllm_version))
     for rule in extra_rules:
         findings += rule(profile)
     return _ordered(findings)
 
 
 def lint_compose(path: Path | Sequence[Path], env_file: Path | None = None,
-                 gpus: Hardware | None = None) -> list[Finding]:
+                 gpus: Hardware | None = None, vllm_version: str | None = None) -> list[Finding]:
     """A compose file (or several, merged in order) as `docker compose [--env-file F] -f ... up` reads them.
 
     Without `env_file`, like compose, the `.env` next to the first file is used when there is one.
@@ -71,24 +73,25 @@ def lint_compose(path: Path | Sequence[Path], env_file: Path | None = None,
     default_env = files[0].parent / ".env"
     chosen = env_file or (default_env if default_env.is_file() else None)
     return _ordered(check_compose(ComposeTarget(files, chosen, env_file_required=env_file is not None,
-                                                hardware=gpus)))
+                                                hardware=gpus, vllm_version=vllm_version)))
 
 
 def lint_target(target: str, dirs: list[Path], env_file: Path | None = None,
                 extra_rules: Sequence[ProfileRule] = (), hardware: dict[str, Any] | None = None,
-                compose_gpus: Hardware | None = None) -> list[Finding]:
+                compose_gpus: Hardware | None = None, vllm_version: str | None = None) -> list[Finding]:
     """A profile name, a profile file or a compose file. Raises ProfileError/LintInputError when unusable.
 
     `hardware` replaces keys of the profile's `hardware:` (the CLI's --gpus/--gpu-memory) for every rule;
-    `compose_gpus` are the GPUs a plain compose file's engines are checked against.
+    `compose_gpus` are the GPUs a plain compose file's engines are checked against; `vllm_version` the
+    release vLLM flags are judged against (default: the one deployed, lint.versions).
     """
     path = Path(target)
     if path.is_file() and is_compose_file(path):
-        return lint_compose(path, env_file, compose_gpus)
+        return lint_compose(path, env_file, compose_gpus, vllm_version)
     profile = load_profile(target, dirs)
     if hardware:
         profile = dataclasses.replace(profile, hardware={**profile.hardware, **hardware})
-    return lint_profile(profile, env_file, extra_rules)
+    return lint_profile(profile, env_file, extra_rules, vllm_version=vllm_version)
 
 
 def is_compose_file(path: Path) -> bool:

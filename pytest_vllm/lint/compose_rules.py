@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import PreflightError
 from ..profile import Profile
-from . import vllm_flags
 from .apikey_rules import api_key_findings, environment
 from .compose_capacity import capacity_findings, shared_gpus
 from .composefile import (
@@ -40,16 +39,16 @@ from .consistency import as_int, check_context, check_quantization, last_values,
 from .engines import EngineCall, engine_call, image_parts, is_vllm_image, runs_server_entrypoint
 from .findings import RULES, Finding, Severity
 from .flags import check_flags, split_argv
+from .flagspec import tabled_versions
 from .model_rules import check_model
 from .profile_rules import IMPLICIT_DEFAULTS, PREFIX_CACHING_NOTE, profile_flag_uses
+from .versions import VersionChoice, for_service
 
 if TYPE_CHECKING:
     from ..capacity import Hardware
 
 VLLM_DEFAULT_PORT = 8000
 RUN_VARIABLE_PREFIX = "PYTEST_VLLM_"  # written by the compose backend into each run's env file
-# Flag findings that depend on the vLLM release: only errors when the image runs the table's release.
-VERSIONED_RULES = ("VF001", "VF003", "VF009", "VF010")
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "0.0.0.0", "[::1]")
 
 
@@ -64,6 +63,7 @@ class ComposeTarget:
     profile: Profile | None = None
     api_key: str | None = None  # the key the run will hand over, when the caller already knows it
     hardware: Hardware | None = None  # GPUs to check capacity against (--gpus/--gpu-memory, NVML)
+    vllm_version: str | None = None  # judge flags against this release instead of the image's (--vllm-version)
 
 
 @dataclass
@@ -233,12 +233,12 @@ def _vllm_services(target: ComposeTarget, services: dict[str, Service],
     return found
 
 
-def _values(service: Service) -> dict[str, str | bool]:
+def _values(service: Service, version: VersionChoice | None = None) -> dict[str, str | bool]:
     """The engine's flags (canonical name -> last value), with the positional model as `model`."""
     if service.engine is None:
         return {}
     args = [a for a in service.engine.args if not _broken_flag(a)]
-    positional, uses = split_argv(args, service.engine.key_of)
+    positional, uses = split_argv(args, service.engine.key_of, version)
     values = last_values(uses)
     if positional and "model" not in values:
         values["model"] = positional
@@ -254,11 +254,12 @@ def _check_vllm_service(service: Service, target: ComposeTarget, env: dict[str, 
     findings: list[Finding] = []
     values: dict[str, str | bool] = {}
     call = service.engine
+    version = for_service(service.data, Path(service.file).parent, target.vllm_version)
     if call is not None and not target.profile:
-        findings += _check_engine(service, call, env)
-        values = _values(service)
+        findings += _check_engine(service, call, env, version)
+        values = _values(service, version)
     elif call is not None:
-        values = _values(service)
+        values = _values(service, version)
     if target.profile:  # the run replaces `command:` with the profile's flags
         values = last_values(profile_flag_uses(target.profile))
     port, port_findings = _vllm_port(service, target, values)
@@ -273,8 +274,8 @@ def _check_vllm_service(service: Service, target: ComposeTarget, env: dict[str, 
     return findings
 
 
-def _check_engine(service: Service, call: EngineCall, env: dict[str, str]) -> list[Finding]:
-    """The engine's own argv: flags against vLLM's parser, then what the flags say together."""
+def _check_engine(service: Service, call: EngineCall, env: dict[str, str], version: VersionChoice) -> list[Finding]:
+    """The engine's own argv: flags against the parser of the release it runs, then what they say together."""
     findings: list[Finding] = []
     where = service.at("command") if service.raw.get("command") is not None else service.at("entrypoint")
     if call.doubled:
@@ -284,9 +285,9 @@ def _check_engine(service: Service, call: EngineCall, env: dict[str, str]) -> li
                                        "entrypoint (entrypoint: [\"vllm\", \"serve\"])"))
     findings += _strays(service, call)
     args = [a for a in call.args if not _broken_flag(a)]
-    positional, uses = split_argv(args, call.key_of)
-    findings += _judged(check_flags(uses, where, in_profile=False), str(service.data.get("image") or ""))
-    values = _values(service)
+    _, uses = split_argv(args, call.key_of, version)
+    findings += check_flags(uses, where, in_profile=False, version=version)
+    values = _values(service, version)
     model = str(values.get("model") or "")
     quant = values.get("quantization")
     findings += check_quantization(model, None, quant if isinstance(quant, str) else None, where,
@@ -325,27 +326,6 @@ def _strays(service: Service, call: EngineCall) -> Iterable[Finding]:
         yield RULES["VF012"](service.at("command"), call.key_of(i), f"'{token}' reaches vLLM as an argument: "
                              "lines starting with # inside a folded (>) command are text, not YAML comments",
                              "delete the commented-out lines from the command, or write the command as a list")
-
-
-def _judged(findings: list[Finding], image: str) -> list[Finding]:
-    """Flag findings that depend on the release become warnings unless the image runs the table's release.
-
-    The table is vLLM's own parser for one release; an image on another release (or `latest`, or a
-    custom build) may have the flag.
-    """
-    _, tag = image_parts(image)
-    version = re.match(r"v?(\d+\.\d+\.\d+)", tag)
-    if version and version.group(1) == vllm_flags.VLLM_VERSION:
-        return findings
-    if version:
-        runs = f"vLLM {version.group(1)}"
-    elif tag in ("", "latest", "nightly"):
-        runs = f"'{tag or 'latest'}', whichever vLLM release that is today"
-    else:
-        runs = f"'{image or 'a custom build'}', a release not known here"
-    return [Finding(f.rule, Severity.WARNING, f.file, f.key, f"{f.message} (judged against vLLM "
-                    f"{vllm_flags.VLLM_VERSION}; the image runs {runs})", f.fix)
-            if f.rule in VERSIONED_RULES and f.severity is Severity.ERROR else f for f in findings]
 
 
 def _key_in_argv(service: Service, args: list[str]) -> Iterable[Finding]:
@@ -524,14 +504,7 @@ def _image(service: Service) -> Iterable[Finding]:
     if not tag or tag == "latest" or tag == "nightly":
         yield RULES["VC014"](service.at("image"), service.key("image"), f"'{image}' follows whatever vLLM is newest; "
                              "flags change between versions (the seeds went from 0.9.2 to 'latest')",
-                             f"pin a version, e.g. {name}:v{vllm_flags.VLLM_VERSION}")
-        return
-    version = re.match(r"v?(\d+\.\d+\.\d+)", tag)
-    if version and version.group(1) != vllm_flags.VLLM_VERSION:
-        yield RULES["VC014"](service.at("image"), service.key("image"), f"the image runs vLLM {version.group(1)} but "
-                             f"flags were checked against vLLM {vllm_flags.VLLM_VERSION}",
-                             "regenerate the flag table with that vLLM installed: python -m "
-                             "pytest_vllm.lint.flagspec", severity=Severity.INFO)
+                             f"pin a version, e.g. {name}:v{tabled_versions()[-1]}")
 
 
 # docker compose config

@@ -52,7 +52,7 @@ class Rule:
 E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO  # noqa: E741 - table below reads better
 
 RULES: dict[str, Rule] = {r.id: r for r in (
-    # vLLM flags, checked against vLLM's own parser (flagspec.py)
+    # vLLM flags, checked against the parser of the vLLM release deployed (flagspec.py, versions.py)
     Rule("VF001", E, "unknown vLLM flag"),
     Rule("VF002", E, "value of a JSON flag is not JSON"),
     Rule("VF003", E, "value outside the flag's choices"),
@@ -65,6 +65,7 @@ RULES: dict[str, Rule] = {r.id: r for r in (
     Rule("VF010", E, "unknown or deprecated quantization method"),
     Rule("VF011", E, "empty --api-key: vLLM then serves without authentication"),
     Rule("VF012", E, "stray argument vLLM cannot place (a '#' comment inside a folded command, a flag with a space)"),
+    Rule("VF013", I, "flag deprecated, or removed by a later vLLM release (advice for the upgrade)"),
     # profile consistency
     Rule("VP001", E, "server flag that the profile sets elsewhere"),
     Rule("VP002", E, "capability claimed but not configured"),

@@ -1,8 +1,9 @@
 """Rules on vLLM command-line flags, whether they come from a profile's `server:` or a compose `command:`.
 
 Both are turned into argv tokens first (a profile through `render_flags`, exactly what will run), then
-read the way vLLM's FlexibleArgumentParser reads them, and each use is checked against the flag table
-generated from vLLM's own parser (flagspec.py).
+read the way vLLM's FlexibleArgumentParser reads them, and each use is checked against the flag table of
+the vLLM release the deployment runs (flagspec.py; the release is chosen by versions.py). Every finding
+names that release.
 """
 
 from __future__ import annotations
@@ -10,28 +11,28 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from . import vllm_flags
-from .findings import RULES, Finding
-from .flagspec import FlagSpec, Lookup, lookup
+from .findings import RULES, Finding, Severity
+from .flagspec import FlagSpec, Lookup, added_in, removed_after, version_key
+from .versions import VersionChoice, choose
 
-# Flags that no longer exist in vLLM, with what replaced them (each checked absent from the table).
+# Flags that later vLLM releases removed, with what replaced them (each checked against the tables).
 RETIRED = {
-    "rope-scaling": 'removed from vLLM; write it as hf-overrides: {"rope_parameters": {"rope_type": "yarn", '
-                    '"factor": 4.0, "original_max_position_embeddings": 32768, "rope_theta": 1000000}} '
-                    '(vLLM docs, "Context Extension")',
-    "rope-theta": 'removed from vLLM; put rope_theta inside hf-overrides: {"rope_parameters": {...}}',
-    "task": "removed; use --runner pooling and --convert embed|classify|reward for non-generative models",
-    "enable-reasoning": "removed; --reasoning-parser alone turns reasoning output on",
-    "guided-decoding-backend": 'replaced by structured-outputs-config: {"backend": "xgrammar"}',
-    "disable-log-requests": "removed: requests are not logged by default (--enable-log-requests turns it on)",
-    "swap-space": "removed with the V0 engine; delete it",
-    "use-v2-block-manager": "removed with the V0 engine; delete it",
-    "num-scheduler-steps": "removed with the V0 engine; delete it",
-    "max-seq-len-to-capture": "removed; CUDA graph sizes are set with max-cudagraph-capture-size",
-    "preemption-mode": "removed with the V0 engine; delete it",
-    "device": "removed; vLLM detects the platform itself",
+    "rope-scaling": 'write it inside hf-overrides: {"rope_parameters": {"rope_type": "yarn", "factor": 4.0, '
+                    '"original_max_position_embeddings": 32768, "rope_theta": 1000000}} (vLLM docs, '
+                    '"Context Extension")',
+    "rope-theta": 'put rope_theta inside hf-overrides: {"rope_parameters": {...}}',
+    "task": "use --runner pooling and --convert embed|classify|reward for non-generative models",
+    "enable-reasoning": "delete it: --reasoning-parser alone turns reasoning output on",
+    "guided-decoding-backend": 'write structured-outputs-config: {"backend": "xgrammar"}',
+    "disable-log-requests": "delete it: requests are not logged by default (--enable-log-requests logs them)",
+    "swap-space": "delete it (it went with the V0 engine)",
+    "use-v2-block-manager": "delete it (it went with the V0 engine)",
+    "num-scheduler-steps": "delete it (it went with the V0 engine)",
+    "max-seq-len-to-capture": "set CUDA graph sizes with max-cudagraph-capture-size",
+    "preemption-mode": "delete it (it went with the V0 engine)",
+    "device": "delete it: vLLM detects the platform itself",
 }
 # JSON flags whose value must be an object (vLLM config dataclasses and keyword mappings).
 _OBJECT_SUFFIXES = ("-config", "-kwargs")
@@ -47,6 +48,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {  # name: (low, high, low exclu
 _REPEATABLE = {"middleware"}  # argparse "append" flags: each use adds
 _SIZE = re.compile(r"\d+(\.\d+)?[kmgtKMGT]?")
 _RETIRED_MM_FORM = re.compile(r"^\s*\w+\s*[:=]\s*\d+(\s*,\s*\w+\s*[:=]\s*\d+)*\s*$")
+_KVS = re.compile(r"[^,=]+=[^,=]+(,[^,=]+=[^,=]+)*")  # vLLM <= 0.8's nullable_kvs: image=3,video=0
 
 
 @dataclass
@@ -55,17 +57,19 @@ class FlagUse:
 
     written: str
     key: str  # where, for the finding: "server.gpu-memory-utilization", "services.x.command[4]"
+    found: Lookup  # what the written name is in the release judged against
     values: list[str] = field(default_factory=list)
     stray: list[str] = field(default_factory=list)  # tokens after an on/off flag: not its value
     inline: bool = False  # --flag=value
 
-    @property
-    def found(self) -> Lookup:
-        return lookup(self.written)
 
+def split_argv(argv: list[str], key_of: Callable[[int], str],
+               version: VersionChoice | None = None) -> tuple[str | None, list[FlagUse]]:
+    """argv (without the program) -> (positional model tag, flag uses), the way argparse groups them.
 
-def split_argv(argv: list[str], key_of: Callable[[int], str]) -> tuple[str | None, list[FlagUse]]:
-    """argv (without the program) -> (positional model tag, flag uses), the way argparse groups them."""
+    `version`: the release whose parser reads it (default: the newest table, not exact).
+    """
+    table = (version or choose()).table
     positional: str | None = None
     uses: list[FlagUse] = []
     i = 0
@@ -83,7 +87,7 @@ def split_argv(argv: list[str], key_of: Callable[[int], str]) -> tuple[str | Non
             i += 1
             continue
         name, eq, value = token.partition("=")
-        use = FlagUse(name, key_of(i), inline=bool(eq))
+        use = FlagUse(name, key_of(i), table.lookup(name), inline=bool(eq))
         uses.append(use)
         i += 1
         if eq:
@@ -107,17 +111,30 @@ def _is_flag(token: str) -> bool:
     return token.startswith("-") and len(token) > 1 and not re.fullmatch(r"-\d+(\.\d+)?", token)
 
 
-def check_flags(uses: list[FlagUse], file: str, *, in_profile: bool) -> list[Finding]:
-    """Every rule on flag names and values; `in_profile` only words the fixes for YAML or argv."""
+def check_flags(uses: list[FlagUse], file: str, *, in_profile: bool,
+                version: VersionChoice | None = None) -> list[Finding]:
+    """Every rule on flag names and values; `in_profile` only words the fixes for YAML or argv.
+
+    `version` must be the one `split_argv` read the uses with (default: the newest table, not exact).
+    """
+    version = version or choose()
     findings: list[Finding] = []
     seen: dict[str, FlagUse] = {}
     names = {u.found.spec.name for u in uses if u.found.spec}
     for use in uses:
         found = use.found
         if found.spec is None:
-            findings.append(_unknown(use, found, file, in_profile))
+            findings.append(_unknown(use, found, file, in_profile, version))
             continue
         spec = found.spec
+        gone = removed_after(spec.name, version.version)
+        if gone:
+            findings.append(RULES["VF013"](
+                file, use.key, f"--{spec.name} works in {version.describe()} but vLLM {gone} removed it",
+                f"when you upgrade: {RETIRED.get(spec.name, 'delete it, or use what its release notes name')}"))
+        elif spec.deprecated:
+            findings.append(RULES["VF013"](file, use.key, f"--{spec.name} is deprecated in {version.describe()}",
+                                           "see `vllm serve --help=all` for what replaces it"))
         if found.abbreviation_of:
             findings.append(RULES["VF007"](
                 file, use.key, f"'{use.written}' is accepted by argparse as an abbreviation of "
@@ -130,32 +147,41 @@ def check_flags(uses: list[FlagUse], file: str, *, in_profile: bool) -> list[Fin
                     file, use.key, f"--{spec.name} is given twice ({first.key} and {use.key}); "
                     "vLLM keeps the last one", "keep one of them"))
             seen.setdefault(spec.name, use)
-        findings += _check_values(use, spec, found.negated, file, in_profile, names)
-    return findings
+        findings += _check_values(use, spec, found.negated, file, in_profile, names, version)
+    said = version.describe()
+    return [f if said in f.message else replace(f, message=f"{f.message} [judged against {said}]")
+            for f in findings]
 
 
-def _unknown(use: FlagUse, found: Lookup, file: str, in_profile: bool) -> Finding:
+def _unknown(use: FlagUse, found: Lookup, file: str, in_profile: bool, version: VersionChoice) -> Finding:
+    """Not a flag of the release: an error when the release is known, a warning when it was guessed."""
     name = use.written.lstrip("-").replace("_", "-").partition(".")[0]
-    version = vllm_flags.VLLM_VERSION
-    if name in RETIRED:
-        return RULES["VF001"](file, use.key, f"--{name} is not a flag of vLLM {version}", RETIRED[name])
+    said = version.describe()
+    severity = None if version.exact else Severity.WARNING
     base = name.removeprefix("no-")
-    if base != name and base in vllm_flags.FLAGS:
+    if base != name and base in version.table:
         fix = (f"set {base} to the value you want (false cannot be spelled --no-{base})"
                if in_profile else f"pass --{base} VALUE")
-        return RULES["VF001"](file, use.key, f"--{base} is not an on/off flag, so --no-{base} does not exist",
-                              fix)
+        return RULES["VF001"](file, use.key, f"--{base} is not an on/off flag in {said}, so --no-{base} does "
+                              "not exist", fix, severity)
     if found.candidates and len(name) > 2 and all(c.startswith(name) for c in found.candidates):
-        return RULES["VF001"](file, use.key, f"'{use.written}' is ambiguous: it abbreviates "
-                              f"{', '.join('--' + c for c in found.candidates)}", "write the full flag name")
-    hint = f"did you mean {', '.join('--' + c for c in found.candidates)}? " if found.candidates else ""
-    return RULES["VF001"](file, use.key, f"--{name} is not a flag of vLLM {version}; the server would exit "
-                          "with 'unrecognized arguments'",
-                          f"{hint}see `vllm serve --help=all`, or remove it")
+        return RULES["VF001"](file, use.key, f"'{use.written}' is ambiguous in {said}: it abbreviates "
+                              f"{', '.join('--' + c for c in found.candidates)}", "write the full flag name", severity)
+    problem = f"--{name} is not a flag of {said}; the server would exit with 'unrecognized arguments'"
+    first = added_in(name)
+    if first is None:
+        hint = f"did you mean {', '.join('--' + c for c in found.candidates)}? " if found.candidates else ""
+        return RULES["VF001"](file, use.key, problem, f"{hint}see `vllm serve --help=all`, or remove it", severity)
+    if version_key(first) > version_key(version.version):
+        return RULES["VF001"](file, use.key, f"{problem} (it came with vLLM {first})",
+                              f"upgrade vLLM to {first} or later, or remove it", severity)
+    gone = removed_after(name, first)
+    return RULES["VF001"](file, use.key, f"{problem} (vLLM {gone} removed it)",
+                          RETIRED.get(name, "remove it, or use what that release's notes name instead"), severity)
 
 
 def _check_values(use: FlagUse, spec: FlagSpec, negated: bool, file: str, in_profile: bool,
-                  names: set[str]) -> Iterable[Finding]:
+                  names: set[str], version: VersionChoice) -> Iterable[Finding]:
     flag = f"--{spec.name}"
     if not spec.takes_value:
         if use.stray or use.inline:
@@ -178,11 +204,11 @@ def _check_values(use: FlagUse, spec: FlagSpec, negated: bool, file: str, in_pro
     if negated:
         return
     for value in use.values:
-        yield from _check_value(use, spec, value, file, in_profile, names)
+        yield from _check_value(use, spec, value, file, in_profile, names, version)
 
 
 def _check_value(use: FlagUse, spec: FlagSpec, value: str, file: str, in_profile: bool,
-                 names: set[str]) -> Iterable[Finding]:
+                 names: set[str], version: VersionChoice) -> Iterable[Finding]:
     flag, name = f"--{spec.name}", spec.name
     if "." in use.written:
         return  # --json-flag.key value: vLLM parses the value leniently
@@ -195,6 +221,11 @@ def _check_value(use: FlagUse, spec: FlagSpec, value: str, file: str, in_profile
     kind = spec.kind
     if kind == "json" or (kind == "json-or-str" and re.match(r"(?s)^\s*\{.*\}\s*$", value)):
         yield from _check_json(use, spec, value, file, in_profile)
+    elif kind == "kvs" and not _KVS.fullmatch(value):
+        yield RULES["VF002"](file, use.key, f"{flag} '{value}' is not in the KEY=VALUE,KEY=VALUE form this "
+                             "release takes; vLLM exits with 'Each item should be in the form KEY=VALUE'",
+                             f"write {_as_kvs(value, in_profile)}" if _RETIRED_MM_FORM.match(value)
+                             else f"write {flag} as image=N,video=N")
     elif kind in ("int", "float", "size", "size-or-auto") and not _number_ok(kind, value):
         what = {"int": "an integer", "float": "a number", "size": "an integer (1k, 32K allowed)",
                 "size-or-auto": "an integer (1k, 32K allowed) or auto"}[kind]
@@ -211,19 +242,19 @@ def _check_value(use: FlagUse, spec: FlagSpec, value: str, file: str, in_profile
             yield RULES["VF008"](file, use.key, f"{flag} {value} is outside {bracket}{low:g}, {high:g}]",
                                  "gpu-memory-utilization is a fraction (0.85 = 85%)"
                                  if name == "gpu-memory-utilization" else f"give {flag} a value in range")
-    parsers = {"reasoning-parser": (vllm_flags.REASONING_PARSERS, "reasoning-parser-plugin"),
-               "tool-call-parser": (vllm_flags.TOOL_PARSERS, "tool-parser-plugin")}
-    if name in parsers and value not in parsers[name][0] and parsers[name][1] not in names:
+    table, said = version.table, version.describe()
+    parsers = {"reasoning-parser": (table.reasoning_parsers, "reasoning-parser-plugin"),
+               "tool-call-parser": (table.tool_parsers, "tool-parser-plugin")}
+    if name in parsers and parsers[name][0] and value not in parsers[name][0] and parsers[name][1] not in names:
         known, plugin = parsers[name]
-        yield RULES["VF009"](file, use.key, f"vLLM {vllm_flags.VLLM_VERSION} has no {name.split('-')[0]} "
-                             f"parser '{value}'", f"use one of: {', '.join(known)} (or load yours with --{plugin})")
-    if name == "quantization":
-        if value not in vllm_flags.QUANTIZATION_METHODS:
-            yield RULES["VF010"](file, use.key, f"'{value}' is not a quantization method of vLLM "
-                                 f"{vllm_flags.VLLM_VERSION}",
-                                 f"use one of: {', '.join(vllm_flags.QUANTIZATION_METHODS)}, or drop the flag "
+        yield RULES["VF009"](file, use.key, f"{said} has no {name.split('-')[0]} parser '{value}'",
+                             f"use one of: {', '.join(known or ())} (or load yours with --{plugin})")
+    if name == "quantization" and table.quantization:
+        if value not in table.quantization:
+            yield RULES["VF010"](file, use.key, f"'{value}' is not a quantization method of {said}",
+                                 f"use one of: {', '.join(table.quantization)}, or drop the flag "
                                  "and let vLLM read it from the checkpoint")
-        elif value in vllm_flags.DEPRECATED_QUANTIZATION_METHODS and "allow-deprecated-quantization" not in names:
+        elif value in table.deprecated_quantization and "allow-deprecated-quantization" not in names:
             yield RULES["VF010"](file, use.key, f"quantization '{value}' is deprecated; vLLM refuses to start "
                                  "without --allow-deprecated-quantization",
                                  "use a maintained method, or add allow-deprecated-quantization")
@@ -263,6 +294,11 @@ def _json_fix(name: str, example: str | None, in_profile: bool) -> str:
         return f"write {name} as a YAML mapping, not a string" + (f": {name}: {example}" if example else "")
     return "write plain JSON (double quotes, no backslashes) as one list item of the command" + (
         f": '{example}'" if example else "")
+
+
+def _as_kvs(value: str, in_profile: bool) -> str:
+    text = ",".join("=".join(re.split(r"\s*[:=]\s*", p.strip())) for p in value.split(","))
+    return text if in_profile else f"'{text}'"
 
 
 def _as_json_mapping(value: str, in_profile: bool) -> str:

@@ -1,31 +1,34 @@
-"""vLLM's own server flags, as data: what lint checks names and values against.
+"""vLLM's server flags for one release, as data: what lint checks names and values against.
 
-Importing vLLM and building its parser takes ~10 s, too slow for a preflight, so the table is generated
-once from vLLM's real parser (`make_arg_parser(FlexibleArgumentParser())`, the parser `vllm serve`
-uses) into `vllm_flags.py`. Regenerate after upgrading vLLM:
+Each release's table in `flag_tables.json` (layout: tablefile.py) was generated from that release's own
+parser (the one `vllm serve` builds) by `scripts/vllm_flag_tables.py`; importing vLLM to ask it would
+take ~10 s per preflight and could only ever answer for the installed release. Which table judges a
+deployment is decided by `versions.py`.
 
-    python -m pytest_vllm.lint.flagspec          # rewrites pytest_vllm/lint/vllm_flags.py
-
-`tests/test_lint.py` checks that the table still matches the installed vLLM.
+A flag's `type` is "bool" (--x / --no-x), "switch" (--x only), or the name of the function argparse
+converts the value with ("int", "loads", "nullable_kvs", ...); registries are null when that release
+had none.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
-import pprint
-import sys
-from dataclasses import dataclass
-from pathlib import Path
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
-from . import vllm_flags
+from . import tablefile
 
-# kinds: bool (--x / --no-x), switch (--x only), str, int, float, size (1k, 2M), size-or-auto,
-# json (must parse as JSON), json-or-str (JSON when it starts with '{'), any (value not checked).
-_KIND_OF_TYPE = {"str": "str", "int": "int", "float": "float", "loads": "json", "parse_dataclass": "json",
-                 "union_dict_and_str": "json-or-str", "human_readable_int": "size",
-                 "human_readable_int_or_auto": "size-or-auto"}
+# kinds lint checks values by: bool, switch, str, int, float, size (1k, 2M), size-or-auto, json (must
+# parse as JSON), json-or-str (JSON when it starts with '{'), kvs (key=value,key=value), any (not checked).
+_KIND_OF_TYPE = {"str": "str", "nullable_str": "str", "int": "int", "float": "float", "loads": "json",
+                 "parse_dataclass": "json", "from_json": "json", "union_dict_and_str": "json-or-str",
+                 "human_readable_int": "size", "human_readable_int_or_auto": "size-or-auto",
+                 "nullable_kvs": "kvs", "bool": "bool", "switch": "switch"}
+TABLE_FILE = resources.files("pytest_vllm.lint") / "flag_tables.json"
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class FlagSpec:
     kind: str
     choices: tuple[str, ...] | None = None
     nargs: str | None = None  # None: one value; "+", "*", "?" as argparse
+    deprecated: bool = False  # the release says so in its parser (help text or deprecated=True)
 
     @property
     def takes_value(self) -> bool:
@@ -57,106 +61,91 @@ def normalize(name: str) -> str:
     return head.replace("_", "-") + dot + tail
 
 
+@dataclass(frozen=True)
+class FlagTable:
+    """The flags and registries of one vLLM release."""
+
+    version: str
+    flags: dict[str, FlagSpec]
+    aliases: dict[str, str]  # other option strings -> canonical name ("-tp" -> "tensor-parallel-size")
+    tool_parsers: tuple[str, ...] | None
+    reasoning_parsers: tuple[str, ...] | None
+    quantization: tuple[str, ...] | None
+    deprecated_quantization: tuple[str, ...] = ()
+    _cache: dict[str, Lookup] = field(default_factory=dict, compare=False, repr=False)
+
+    def __contains__(self, name: str) -> bool:
+        """A long name this release accepts, as its own flag or as another's alias."""
+        return name in self.flags or f"--{name}" in self.aliases
+
+    def lookup(self, written: str) -> Lookup:
+        """`--gpu_memory_utilization`, `-tp`, `--no-x`, `--enable-prefix` (abbreviation) -> the flag."""
+        if written not in self._cache:
+            self._cache[written] = self._lookup(written)
+        return self._cache[written]
+
+    def _lookup(self, written: str) -> Lookup:
+        name = normalize(written).partition(".")[0]
+        dashes = "--" if written.startswith("--") else "-"
+        name = self.aliases.get(dashes + name, name)
+        if name in self.flags:
+            return Lookup(self.flags[name])
+        base = name.removeprefix("no-")
+        if base != name and base in self.flags and self.flags[base].kind == "bool":
+            return Lookup(self.flags[base], negated=True)
+        # argparse accepts any unambiguous prefix of a long option (allow_abbrev is left on by vLLM).
+        longs = [*self.flags, *(f"no-{n}" for n, s in self.flags.items() if s.kind == "bool")]
+        prefixed = [n for n in longs if n.startswith(name)] if len(name) > 2 and written.startswith("--") else []
+        if len(prefixed) == 1:
+            found = self._lookup("--" + prefixed[0])
+            return Lookup(found.spec, found.negated, abbreviation_of=prefixed[0])
+        if len(prefixed) > 1:
+            return Lookup(None, candidates=tuple(sorted(prefixed)[:5]))
+        return Lookup(None, candidates=tuple(difflib.get_close_matches(name, list(self.flags), n=3, cutoff=0.7)))
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """'0.6.6.post1' -> (0, 6, 6, 1) for ordering releases."""
+    return tuple(int(n) for n in re.findall(r"\d+", version))
+
+
 @functools.cache
-def lookup(written: str) -> Lookup:
-    name = normalize(written).partition(".")[0]
-    flags = vllm_flags.FLAGS
-    if written.startswith("-") and not written.startswith("--"):
-        name = vllm_flags.SHORT.get(name, name)
-    if name in flags:
-        return Lookup(_spec(name))
-    if name.startswith("no-") and name[3:] in flags and flags[name[3:]][0] == "bool":
-        return Lookup(_spec(name[3:]), negated=True)
-    # argparse accepts any unambiguous prefix of a long option (allow_abbrev is left on by vLLM).
-    longs = [*flags, *(f"no-{n}" for n, v in flags.items() if v[0] == "bool")]
-    prefixed = [n for n in longs if n.startswith(name)] if len(name) > 2 else []
-    if len(prefixed) == 1:
-        found = lookup("--" + prefixed[0])
-        return Lookup(found.spec, found.negated, abbreviation_of=prefixed[0])
-    if len(prefixed) > 1:
-        return Lookup(None, candidates=tuple(sorted(prefixed)[:5]))
-    return Lookup(None, candidates=tuple(difflib.get_close_matches(name, list(flags), n=3, cutoff=0.7)))
+def _tables() -> dict[str, dict[str, Any]]:
+    document = json.loads(TABLE_FILE.read_text(encoding="utf-8"))
+    return {t["version"]: t for t in tablefile.decode(document)}
 
 
-def _spec(name: str) -> FlagSpec:
-    kind, choices, nargs = vllm_flags.FLAGS[name]
-    return FlagSpec(name, kind, tuple(choices) if choices is not None else None, nargs)
+def tabled_versions() -> tuple[str, ...]:
+    """Every release with a table, oldest first."""
+    return tuple(sorted(_tables(), key=version_key))
 
 
-# --- generation (needs vLLM installed) -------------------------------------------------------------
+@functools.cache
+def table(version: str) -> FlagTable:
+    """The table of one tabled release (a name from `tabled_versions()`)."""
+    data = _tables()[version]
+    flags = {name: FlagSpec(name, _KIND_OF_TYPE.get(kind, "any"), tuple(choices) if choices else None, nargs,
+                            deprecated)
+             for name, (kind, choices, nargs, deprecated) in data["flags"].items()}
 
-def _base_type(fn: Any) -> str:
-    """Unwrap vLLM's optional_type/parse_type closures down to the function that really converts."""
-    for _ in range(5):
-        inner = [c.cell_contents for c in (getattr(fn, "__closure__", None) or ()) if callable(c.cell_contents)]
-        if not inner:
-            break
-        fn = inner[0]
-    return getattr(fn, "__name__", "")
+    def names(key: str) -> tuple[str, ...] | None:
+        return tuple(data[key]) if data.get(key) is not None else None
 
-
-def generate() -> dict[str, Any]:
-    """The table, from the installed vLLM's real parser and registries."""
-    import argparse
-
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser
-    from vllm.model_executor.layers import quantization
-    from vllm.reasoning import ReasoningParserManager
-    from vllm.tool_parsers import ToolParserManager
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
-    from vllm.version import __version__
-
-    parser = make_arg_parser(FlexibleArgumentParser())
-    flags: dict[str, tuple[str, list[str] | None, str | None]] = {}
-    short: dict[str, str] = {}
-    for action in parser._actions:
-        longs = [s for s in action.option_strings if s.startswith("--")]
-        if not longs or isinstance(action, argparse._HelpAction):
-            continue
-        name = longs[0][2:]
-        if isinstance(action, argparse.BooleanOptionalAction):
-            kind = "bool"
-        elif action.nargs == 0:
-            kind = "switch"
-        else:
-            kind = _KIND_OF_TYPE.get(_base_type(action.type), "any")
-        choices = [str(c) for c in action.choices if c is not None] if action.choices else None
-        flags[name] = (kind, choices, action.nargs if isinstance(action.nargs, str) else None)
-        for alias in action.option_strings:
-            if alias.startswith("--no-") and kind == "bool":
-                continue  # lookup() understands --no-x itself
-            if alias.startswith("--") and alias[2:] != name:
-                short[alias[2:]] = name  # e.g. --device-memory-utilization
-            elif not alias.startswith("--"):
-                short[alias[1:]] = name
-    return {
-        "VLLM_VERSION": __version__,
-        "FLAGS": dict(sorted(flags.items())),
-        "SHORT": dict(sorted(short.items())),
-        "REASONING_PARSERS": sorted({*ReasoningParserManager.lazy_parsers,
-                                     *ReasoningParserManager.reasoning_parsers}),
-        "TOOL_PARSERS": sorted({*ToolParserManager.lazy_parsers, *ToolParserManager.tool_parsers}),
-        "QUANTIZATION_METHODS": list(quantization.QUANTIZATION_METHODS),
-        "DEPRECATED_QUANTIZATION_METHODS": list(quantization.DEPRECATED_QUANTIZATION_METHODS),
-    }
+    return FlagTable(data["version"], flags, data["aliases"], names("tool_parsers"), names("reasoning_parsers"),
+                     names("quantization"), names("deprecated_quantization") or ())
 
 
-def render_module(table: dict[str, Any]) -> str:
-    lines = ['"""Generated by `python -m pytest_vllm.lint.flagspec` from vLLM\'s own parser. Do not edit."""',
-             "# ruff: noqa: E501", "", "from typing import Any", ""]
-    for key, value in table.items():
-        annotation = ": dict[str, Any]" if isinstance(value, dict) else ""
-        lines.append(f"{key}{annotation} = {pprint.pformat(value, width=108, compact=True, sort_dicts=False)}")
-    return "\n".join(lines) + "\n"
+def history(name: str) -> list[tuple[str, bool]]:
+    """(release, has the flag) for every tabled release, oldest first."""
+    return [(v, name in table(v)) for v in tabled_versions()]
 
 
-def main() -> int:
-    target = Path(__file__).with_name("vllm_flags.py")
-    table = generate()
-    target.write_text(render_module(table), encoding="utf-8")
-    print(f"wrote {target}: {len(table['FLAGS'])} flags from vLLM {table['VLLM_VERSION']}")
-    return 0
+def removed_after(name: str, version: str) -> str | None:
+    """The first tabled release newer than `version` without the flag, when there is one."""
+    newer = [(v, present) for v, present in history(name) if version_key(v) > version_key(version)]
+    return next((v for v, present in newer if not present), None)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def added_in(name: str) -> str | None:
+    """The first tabled release that has the flag (None: no table has it)."""
+    return next((v for v, present in history(name) if present), None)

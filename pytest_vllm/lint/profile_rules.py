@@ -14,6 +14,7 @@ from .consistency import check_context, check_quantization, last_values, paralle
 from .findings import RULES, Finding, Severity
 from .flags import FlagUse, check_flags, split_argv
 from .model_rules import check_model
+from .versions import VersionChoice, choose, for_service
 
 # server flags the profile owns through other keys (the backends render them from there)
 MANAGED_FLAGS = {"model": "model.path", "served-model-name": "model.served_name", "host": "deployment.host",
@@ -23,26 +24,49 @@ PREFIX_CACHING_NOTE = ("prefix caching is effectively ON (vLLM V1 default >=0.10
                        "disable it (the seeds' champion ran with prefix caching it believed off)")
 
 
-def profile_flag_uses(profile: Profile) -> list[FlagUse]:
+def profile_flag_uses(profile: Profile, version: VersionChoice | None = None) -> list[FlagUse]:
     """The server flags as they will be rendered, each traced back to its YAML key."""
     uses: list[FlagUse] = []
     for key, value in profile.server.items():
-        _, parsed = split_argv(render_flags({key: value}), lambda _i, k=key: f"server.{k}")
+        _, parsed = split_argv(render_flags({key: value}), lambda _i, k=key: f"server.{k}", version)
         uses += parsed
     extra = [str(a) for a in profile.deployment.get("extra_args", [])]
     if extra:
-        uses += split_argv(extra, lambda i: f"deployment.extra_args[{i}]")[1]
+        uses += split_argv(extra, lambda i: f"deployment.extra_args[{i}]", version)[1]
     return uses
 
 
-def check_profile(profile: Profile) -> list[Finding]:
-    """Rules on the profile itself (flags, capabilities, quantization, GPUs, context, duplicates)."""
+def profile_version(profile: Profile, override: str | None = None) -> VersionChoice:
+    """The vLLM release the profile deploys: its compose service's image or build, else the installed one."""
+    if profile.backend != "compose":
+        return choose(override, installed=True)
+    d = profile.deployment
+    merged: dict[str, object] = {}  # the service across the compose files, a later file's keys winning
+    base = profile.path.parent
+    for name in d["compose_files"] if isinstance(d["compose_files"], list) else [d["compose_files"]]:
+        path = profile.relative(name)
+        try:
+            data, _ = load_yaml(path)
+        except Exception:  # noqa: BLE001 - compose_rules reports unreadable compose files
+            continue
+        service = ((data or {}).get("services") or {}).get(d.get("service")) or {}
+        merged.update(service)
+        base = path.parent if "build" in service else base
+    return for_service(merged, base, override)
+
+
+def check_profile(profile: Profile, vllm_version: str | None = None) -> list[Finding]:
+    """Rules on the profile itself (flags, capabilities, quantization, GPUs, context, duplicates).
+
+    `vllm_version` overrides the release the flags are judged against (the CLI's --vllm-version).
+    """
     file = str(profile.path)
     findings = list(_duplicate_keys(profile))
     if profile.backend == "external":
         return findings  # nothing is started: server flags are not ours to check
-    uses = profile_flag_uses(profile)
-    findings += check_flags(uses, file, in_profile=True)
+    version = profile_version(profile, vllm_version)
+    uses = profile_flag_uses(profile, version)
+    findings += check_flags(uses, file, in_profile=True, version=version)
     values = last_values(uses)
     for key in profile.server:
         name = normalize_flag(key)
