@@ -3,6 +3,7 @@
     build-tiny-model   build (or find in the cache) the tiny model of the embedded default
     profiles           list the known profiles with their backend and model
     lint TARGET...     preflight lint of profiles and compose files (see `lint --help`)
+    render PROFILE...  dry run: the argv, compose override, env names, defaults and lint verdict (nothing starts)
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "lint":
         from .lint_cli import main as lint_main
         return lint_main(argv[1:])
+    if argv and argv[0] == "render":
+        from .render import main as render_main
+        return render_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m pytest_vllm", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     listing = sub.add_parser("profiles", help="list known profiles")
     listing.add_argument("--profiles-dir", default=None, help="default: ./profiles")
     sub.add_parser("lint", help="preflight lint (python -m pytest_vllm lint --help)")
+    sub.add_parser("render", help="dry run of profiles or a grid file (python -m pytest_vllm render --help)")
     args = parser.parse_args(argv)
     return {"build-tiny-model": _build_tiny_model, "profiles": _profiles}[args.command](args)
 

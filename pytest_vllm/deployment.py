@@ -25,6 +25,7 @@ from .http import VllmClient
 from .lint import lint_profile
 from .lint.composefile import read_env_file
 from .profile import Profile
+from .sdk import OpenAIChat, client_for
 from .waiting import HttpHealth, wait_until_ready
 
 BACKENDS = {
@@ -62,11 +63,10 @@ class Deployment:
                                       timeout=float(self.profile.timeouts["request"]))
         return self._client
 
-    def openai(self) -> Any:
-        """An `openai.OpenAI` client on this deployment, for suites that prefer the SDK."""
-        import openai
-        return openai.OpenAI(base_url=self.base_url + "/v1", api_key=self.api_key or "EMPTY",
-                             timeout=float(self.profile.timeouts["request"]), max_retries=0)
+    def openai(self) -> OpenAIChat:
+        """Chat completions through the official `openai` client, as the team's applications call this deployment."""
+        return OpenAIChat(client_for(self.base_url, self.api_key, float(self.profile.timeouts["request"])),
+                          self.served_model)
 
     def log_tail(self, lines: int = 50) -> list[str]:
         return self.backend.log_tail(lines)
@@ -76,6 +76,7 @@ class Deployment:
         return {"profile": self.profile.name, "backend": self.backend.name, "endpoint": self.base_url,
                 "model": self.served_model, "vllm_version": self.vllm_version,
                 "engine_config": self.engine_config, "timings": self.timings,
+                "server_flags": dict(self.profile.server),  # what the profile asked, next to what ran
                 "log": str(self.backend.log_path) if self.backend.log_path else None}
 
 

@@ -20,6 +20,7 @@ ENGINE_KEYS = ("enable_prefix_caching", "enable_chunked_prefill", "max_seq_len",
                "served_model_name", "device_config")
 _ENGINE_LINE = re.compile(r"Initializing a V1 LLM engine \(v([^)]+)\) with config: (.*)")
 _NON_DEFAULT = re.compile(r"non-default args: (\{.*\})")
+_KV_MEMORY = re.compile(r"Available KV cache memory: ([\d.]+) GiB")
 
 
 def _coerce(value: str) -> Any:
@@ -50,6 +51,9 @@ def from_log(text: str) -> dict[str, Any]:
             if m:
                 config[key] = _coerce(m.group(1))
         config["source"] = "engine start-up log"
+    kv_memory = [float(v) for v in _KV_MEMORY.findall(text)]
+    if kv_memory:  # one line per tensor-parallel worker: the smallest bounds the cache
+        config["kv_cache_memory_gib"] = min(kv_memory)
     args = _NON_DEFAULT.findall(text)
     if args:
         try:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from .profile import Profile
+from .reports import duration
 
 STATE_FILE = "grid-state.json"
 RANK_METRICS = {
@@ -89,7 +90,9 @@ def make_record(profile: Profile, report: Any, started: float) -> dict[str, Any]
         "status": status, "counts": counts, "duration_s": round(time.time() - started, 1),
         "requested": requested_flags(profile), "deployment": report.profiles.get(profile.name, {}),
         "failure": failure, "failed_tests": [r.nodeid for r in results if r.outcome in ("failed", "error")],
+        "failure_messages": [r.message[:500] for r in results if r.outcome in ("failed", "error")],
         "measurements": report.measurements.get(profile.name, {}),
+        "acceleration_min": profile.thresholds.get("kv_cache_acceleration_min"),
     }
 
 
@@ -105,9 +108,24 @@ def _row(name: str, record: dict[str, Any]) -> dict[str, Any]:
         "max_num_seqs": record["requested"].get("max-num-seqs"),
         "ttft_miss_ms": kv.get("miss_ms_median"), "ttft_miss_spread_ms": kv.get("miss_ms_iqr"),
         "ttft_hit_ms": kv.get("hit_ms_median"), "ttft_hit_spread_ms": kv.get("hit_ms_iqr"),
-        "acceleration": kv.get("acceleration"),
-        "cause": _cause(record),
+        "acceleration": kv.get("acceleration"), "acceleration_interval": kv.get("interval"),
+        "gain_pct": _gain(kv.get("miss_ms_median"), kv.get("hit_ms_median")),
+        "acceleration_min": record.get("acceleration_min"),
+        "cause": _cause(record), "oom": _is_oom(record),
     }
+
+
+def _gain(miss: float | None, hit: float | None) -> float | None:
+    """The seeds' "Gain Percentage": how much of the MISS TTFT a hit saves, (MISS - HIT) / MISS."""
+    return None if not miss or hit is None else round((miss - hit) / miss * 100, 1)
+
+
+OOM_WORDS = ("out of memory", "oomkilled: true", "outofmemoryerror", " oom")
+
+
+def _is_oom(record: dict[str, Any]) -> bool:
+    text = " ".join([record.get("failure") or "", *record.get("failure_messages", [])]).lower()
+    return any(word in text for word in OOM_WORDS)
 
 
 def _cause(record: dict[str, Any]) -> str:
@@ -117,7 +135,9 @@ def _cause(record: dict[str, Any]) -> str:
         headline = next((ln for ln in lines if not ln.startswith("deployment of profile")), lines[0])
         return headline[:160] + (f" — {diagnosis}" if diagnosis else "")
     if record.get("failed_tests"):
-        return "failed: " + ", ".join(t.split("::")[-1] for t in record["failed_tests"][:3])
+        first = next((m.splitlines()[0] for m in record.get("failure_messages", []) if m.strip()), "")
+        return "failed: " + ", ".join(t.split("::")[-1] for t in record["failed_tests"][:3]) + \
+            (f" — {first[:200]}" if first else "")
     return ""
 
 
@@ -145,43 +165,120 @@ def _fmt(value: Any, spread: Any = None, digits: int = 1) -> str:
 def _delta(value: Any, base: Any) -> str:
     if not isinstance(value, int | float) or not isinstance(base, int | float) or not base:
         return "—"
-    return f"{(value - base) / base * 100:+.0f}%"
+    return f"{(value - base) / base * 100:+.0f} %"
 
 
-def render_report(state: GridState, rank_by: str, baseline: str | None, out_dir: Path) -> Path:
+def _accel(row: dict[str, Any]) -> str:
+    if row["acceleration"] is None:
+        return "—"
+    interval = row.get("acceleration_interval")
+    return f"×{row['acceleration']:.2f}" + (f" ({interval[0]:.2f}–{interval[1]:.2f})" if interval else "")
+
+
+RECOMMENDATION_RULE = ("the fastest median TTFT on a cache hit among the profiles that deployed, passed every test "
+                       "(so met their own thresholds), did not run out of memory and reached their acceleration "
+                       "threshold (thresholds.kv_cache_acceleration_min, else ×{floor:g})")
+
+
+def recommend(rows: list[dict[str, Any]], floor: float) -> tuple[dict[str, Any] | None, list[str]]:
+    """The champion by RECOMMENDATION_RULE, and why each other measured profile was not eligible."""
+    eligible, excluded = [], []
+    for r in rows:
+        needed = r["acceleration_min"] if r["acceleration_min"] is not None else floor
+        if r["ttft_hit_ms"] is None or r["acceleration"] is None:
+            continue
+        if r["status"] != "passed" or r["oom"]:
+            excluded.append(f"`{r['profile']}`: {'out of memory' if r['oom'] else r['status']}")
+        elif r["acceleration"] < needed:
+            excluded.append(f"`{r['profile']}`: acceleration ×{r['acceleration']:.2f} below ×{needed:g}")
+        else:
+            eligible.append(r)
+    best = min(eligible, key=lambda r: (r["ttft_hit_ms"], -r["acceleration"]), default=None)
+    return best, excluded
+
+
+def _tradeoffs(rows: list[dict[str, Any]], base: dict[str, Any]) -> list[str]:
+    """What each measured profile buys and costs against the baseline."""
+    lines = ["| profile | better than the baseline | worse than the baseline |", "|---|---|---|"]
+    for r in rows:
+        if r is base or r["acceleration"] is None:
+            continue
+        better, worse = [], []
+        for key, label, lower_is_better in (("ttft_hit_ms", "TTFT HIT", True), ("ttft_miss_ms", "TTFT MISS", True),
+                                            ("acceleration", "acceleration", False)):
+            value, ref = r[key], base[key]
+            if value is None or ref is None or value == ref:
+                continue
+            (better if (value < ref) == lower_is_better else worse).append(f"{label} {_delta(value, ref)}")
+        mem, ref_mem = r["gpu_memory_utilization"], base["gpu_memory_utilization"]
+        if isinstance(mem, float) and isinstance(ref_mem, float) and mem != ref_mem:
+            (worse if mem > ref_mem else better).append(
+                f"gpu-memory-utilization {mem:g} vs {ref_mem:g} ({'less' if mem > ref_mem else 'more'} headroom "
+                "for peaks: the seeds' OOM risk)")
+        lines.append(f"| `{r['profile']}` | {', '.join(better) or '—'} | {', '.join(worse) or '—'} |")
+    return lines
+
+
+def render_report(state: GridState, rank_by: str, baseline: str | None, out_dir: Path,
+                  acceleration_floor: float = 1.5) -> Path:
     """Write grid-report.md, grid-report.json and grid-report.png; return the Markdown path."""
     rows = rank([_row(n, r) for n, r in state.data["records"].items()], rank_by)
     missing = [p for p in state.data["profiles"] if p not in state.data["records"]]
     base = next((r for r in rows if r["profile"] == baseline), None) if baseline else None
     label = RANK_METRICS[rank_by][0]
-    lines = [f"# Grid report — ranked by {label}", "",
-             f"{len(rows)} profile(s) recorded, {len(missing)} not run yet"
-             + (f" ({', '.join(missing)}; run again with --resume)" if missing else "") + ".",
-             f"Baseline for deltas: `{baseline}`." if base else "No baseline (use --grid-baseline NAME).", "",
-             "| # | profile | status | gpu mem | prefix caching (effective / requested) | chunked prefill | "
-             "max seqs | TTFT MISS ms | TTFT HIT ms | acceleration | Δ accel | Δ TTFT HIT | s | cause |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    aborted = state.data.get("aborted")
+    lines = [f"# Grid report — ranked by {label}", ""]
+    if aborted:
+        lines += [f"**Grid aborted:** {aborted}", ""]
+    lines += [f"{len(rows)} profile(s) recorded, {len(missing)} not run"
+              + (f" ({', '.join(missing)}; run again with --resume)" if missing else "") + ".",
+              f"Baseline for the Δ columns: `{baseline}`." if base else "No baseline measured (--grid-baseline NAME, "
+              "or `baseline:` in the grid file).", "",
+              "| # | profile | status | gpu mem | prefix caching effective / requested | chunked prefill | max seqs | "
+              "TTFT MISS ms | TTFT HIT ms | acceleration (interval) | gain % | Δ MISS | Δ HIT | Δ accel | time |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(rows, 1):
         requested = "default" if r["prefix_caching_requested"] is None else _fmt(r["prefix_caching_requested"])
         lines.append(
-            f"| {i} | `{r['profile']}` | {r['status']} | {_fmt(r['gpu_memory_utilization'])} | "
+            f"| {i} | `{r['profile']}` | {r['status']} | {_fmt(r['gpu_memory_utilization'], digits=2)} | "
             f"{_fmt(r['prefix_caching_effective'])} / {requested} | {_fmt(r['chunked_prefill'])} | "
             f"{_fmt(r['max_num_seqs'])} | {_fmt(r['ttft_miss_ms'], r['ttft_miss_spread_ms'])} | "
-            f"{_fmt(r['ttft_hit_ms'], r['ttft_hit_spread_ms'])} | {_fmt(r['acceleration'], digits=2)} | "
-            f"{_delta(r['acceleration'], base and base['acceleration'])} | "
-            f"{_delta(r['ttft_hit_ms'], base and base['ttft_hit_ms'])} | {_fmt(r['duration_s'])} | "
-            f"{r['cause'].replace('|', '/')} |")
+            f"{_fmt(r['ttft_hit_ms'], r['ttft_hit_spread_ms'])} | {_accel(r)} | {_fmt(r['gain_pct'])} | "
+            f"{_delta(r['ttft_miss_ms'], base and base['ttft_miss_ms'])} | "
+            f"{_delta(r['ttft_hit_ms'], base and base['ttft_hit_ms'])} | "
+            f"{_delta(r['acceleration'], base and base['acceleration'])} | {duration(r['duration_s'])} |")
+    lines += ["", "TTFT: median ± interquartile range over the measured rounds; acceleration: MISS/HIT ratio of "
+              "medians with its confidence interval; gain: (MISS - HIT) / MISS. Prefix caching 'effective' is what "
+              "the engine ran (start-up log or /metrics), 'requested' what the profile's flags say ('default': no "
+              "flag, vLLM V1 turns it on)."]
+    if base:
+        lines += ["", "## Trade-offs against the baseline", "", *_tradeoffs(rows, base)]
+    failed = [r for r in rows if r["cause"]]
+    if failed:
+        lines += ["", "## Failures", "", "| profile | status | cause |", "|---|---|---|"]
+        lines += [f"| `{r['profile']}` | {'OOM — ' if r['oom'] else ''}{r['status']} | {r['cause'].replace('|', '/')} |"
+                  for r in failed]
+    champion, excluded = recommend(rows, acceleration_floor)
+    lines += ["", "## Recommendation", "", "Rule: " + RECOMMENDATION_RULE.format(floor=acceleration_floor) + ".", ""]
+    if champion:
+        lines.append(f"**Champion: `{champion['profile']}`** — TTFT HIT {_fmt(champion['ttft_hit_ms'])} ms, "
+                     f"MISS {_fmt(champion['ttft_miss_ms'])} ms, acceleration {_accel(champion)}.")
+    else:
+        lines.append("**No champion:** no measured profile meets the rule.")
+    if excluded:
+        lines += ["", "Not eligible: " + "; ".join(excluded) + "."]
     durations = [r["duration_s"] for r in rows if r["duration_s"] is not None]
     if durations:
-        lines += ["", f"Time per profile: median {statistics.median(durations):.0f}s, total {sum(durations):.0f}s."]
-    lines += ["", "Spread is the interquartile range over the measured rounds. Prefix caching 'effective' is what "
-              "the engine ran (start-up log or /metrics), 'requested' what the profile's flags say.",
-              "", "![grid](grid-report.png)", ""]
+        lines += ["", f"Time per profile: median {duration(statistics.median(durations))}, "
+                      f"total {duration(sum(durations))}."]
+    lines += ["", "![grid](grid-report.png)", ""]
     md = out_dir / "grid-report.md"
     out_dir.mkdir(parents=True, exist_ok=True)
     md.write_text("\n".join(lines), encoding="utf-8")
-    atomic_write_json(out_dir / "grid-report.json", {"ranked_by": rank_by, "baseline": baseline, "rows": rows,
-                                                     "not_run": missing})
+    atomic_write_json(out_dir / "grid-report.json", {
+        "ranked_by": rank_by, "baseline": baseline, "rows": rows, "not_run": missing, "aborted": aborted,
+        "recommendation": {"champion": champion and champion["profile"],
+                           "rule": RECOMMENDATION_RULE.format(floor=acceleration_floor), "not_eligible": excluded}})
     _chart(rows, out_dir / "grid-report.png")
     return md
 
@@ -220,14 +317,18 @@ class GridRecorder:
     """Plugin object active when several profiles run: records each profile once all its tests are done."""
 
     def __init__(self, config: pytest.Config, state: GridState, profiles: dict[str, Profile],
-                 rank_by: str, baseline: str | None) -> None:
+                 rank_by: str, baseline: str | None, keep_going: bool = False,
+                 acceleration_floor: float = 1.5) -> None:
         self.config, self.state, self.profiles = config, state, profiles
         self.rank_by, self.baseline = rank_by, baseline
+        self.keep_going, self.acceleration_floor = keep_going, acceleration_floor
+        self.session: pytest.Session | None = None
         self.expected: dict[str, int] = {}
         self.finished: dict[str, int] = {}
         self.started: dict[str, float] = {}
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.session = session
         for item in session.items:
             name = self._profile_of(item.nodeid)
             if name:
@@ -247,7 +348,19 @@ class GridRecorder:
         self.finished[name] = self.finished.get(name, 0) + 1
         if self.finished[name] == self.expected.get(name):
             from .plugin import REPORT
-            self.state.record(name, make_record(self.profiles[name], self.config.stash[REPORT], self.started[name]))
+            record = make_record(self.profiles[name], self.config.stash[REPORT], self.started[name])
+            self.state.record(name, record)
+            if name == self.baseline and record["status"] == "deploy_failed" and not self.keep_going:
+                self._abort(name, record)
+
+    def _abort(self, name: str, record: dict[str, Any]) -> None:
+        """The baseline did not deploy: stop, as the seeds' script did; every delta would compare with nothing."""
+        reason = (f"the baseline profile '{name}' failed to deploy ({_cause(record)}); the profiles after it were "
+                  "not run. Fix the baseline, or run them anyway with --grid-keep-going.")
+        self.state.data["aborted"] = reason
+        self.state.save()
+        if self.session is not None:
+            self.session.shouldstop = f"grid aborted: {reason}"
 
     def _profile_of(self, nodeid: str) -> str | None:
         from .plugin import ITEM_PROFILE
@@ -256,7 +369,7 @@ class GridRecorder:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.state.data["records"]:
             return
-        md = render_report(self.state, self.rank_by, self.baseline, self.state.path.parent)
+        md = render_report(self.state, self.rank_by, self.baseline, self.state.path.parent, self.acceleration_floor)
         terminalreporter.section("vllm grid")
         terminalreporter.write_line(md.read_text(encoding="utf-8").split("\n\n![grid]")[0])
         terminalreporter.write_line(f"grid report: {md} (+ .json, .png); state: {self.state.path}")

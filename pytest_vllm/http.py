@@ -1,8 +1,9 @@
-"""A small typed client for the OpenAI-compatible server, with the timeouts CI needs.
+"""A small typed client for the OpenAI-compatible server, on the wire, with the timeouts CI needs.
 
-Raw HTTP (httpx) rather than the `openai` SDK for what is measured or checked on the wire: status
-codes, error bodies and SSE chunk timing must be seen as the server sent them. Suites that want the
-SDK get one from `Deployment.openai()`.
+Raw HTTP (httpx) where the wire itself is the subject: status codes (401 checks), error bodies,
+`/health`, `/v1/models`, `/metrics`, and SSE chunk timing (TTFT, whose clock starts at the request's
+send trace). Chat completions as applications make them go through the official `openai` client
+(`pytest_vllm.sdk`, `Deployment.openai()`).
 """
 
 from __future__ import annotations
@@ -84,13 +85,6 @@ class VllmClient:
 
     def _chat_payload(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
         return {"model": self.model, "messages": messages, **params}
-
-    def chat(self, messages: list[dict[str, Any]], **params: Any) -> dict[str, Any]:
-        """Non-streamed chat completion; raises ApiError on a non-200 answer."""
-        response = self.post("/v1/chat/completions", self._chat_payload(messages, params))
-        if response.status_code != 200:
-            raise ApiError(response.status_code, response.text, "/v1/chat/completions")
-        return response.json()
 
     @_transport
     def stream_chat(self, messages: list[dict[str, Any]], **params: Any) -> StreamResult:

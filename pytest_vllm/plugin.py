@@ -23,9 +23,11 @@ from .backends.base import RunSettings
 from .deployment import Deployment, deployed
 from .errors import DeploymentError, PreflightError, ProfileError
 from .grid import RANK_METRICS, STATE_FILE, GridRecorder, GridState
+from .gridfile import read_grid_file
 from .http import VllmClient
 from .profile import Profile, external_profile, known_profiles, load_profile, profile_dirs
 from .reports import RunReport, TestResult, new_run_dir
+from .sdk import OpenAIChat
 from .telemetry import Sampler, snapshot
 
 # Plugin modules loaded with this one (fixtures and hooks of their own concept).
@@ -37,6 +39,7 @@ PROFILE_ERROR = pytest.StashKey[ProfileError | None]()
 SETTINGS = pytest.StashKey[RunSettings]()
 REPORT = pytest.StashKey[RunReport]()
 ITEM_PROFILE = pytest.StashKey[dict[str, str]]()  # test node id -> profile name
+GRID_FILE_BASELINE = pytest.StashKey[str | None]()  # `baseline:` of a grid file given to --profile
 
 CAPABILITY_MEANING = {
     "reasoning_parser": "reasoning (capabilities.reasoning_parser)",
@@ -76,7 +79,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="grid: metric that ranks the profiles in reports/grid-report.md (default: acceleration, "
                          "then TTFT on a hit).")
     group.addoption("--grid-baseline", default=None, metavar="PROFILE",
-                    help="grid: profile the others are compared with (delta columns).")
+                    help="grid: profile the others are compared with (delta columns); it runs first, and when it "
+                         "fails to deploy the grid stops (default: the grid file's `baseline:`).")
+    group.addoption("--grid-keep-going", action="store_true",
+                    help="grid: run the other profiles even when the baseline fails to deploy (default: abort, as "
+                         "the seeds' grid script did).")
+    group.addoption("--grid-min-acceleration", type=float, default=1.5, metavar="RATIO",
+                    help="grid: acceleration a profile without thresholds.kv_cache_acceleration_min must reach to "
+                         "be recommended (default 1.5: a real speed-up, not noise).")
     group.addoption("--profiles-dir", action="append", default=None, metavar="DIR",
                     help="where profile names are looked up (default: <rootdir>/profiles); repeatable.")
     # --- TTFT history and regression gate (pytest_vllm.history, pytest_vllm.regression) ---
@@ -116,8 +126,9 @@ def _select_profiles(config: pytest.Config) -> dict[str, Profile]:
                 raise ProfileError(f"no profile matches '{part}'", file=", ".join(map(str, dirs)),
                                    fix=f"known profiles: {', '.join(known_profiles(dirs))}")
             names += matched
-        elif part.endswith((".yml", ".yaml")) and Path(part).is_file() and "grid" in (_yaml(Path(part)) or {}):
-            names += _yaml(Path(part))["grid"]
+        elif part.endswith((".yml", ".yaml")) and Path(part).is_file() and (grid := read_grid_file(Path(part))):
+            names += grid.profiles
+            config.stash[GRID_FILE_BASELINE] = grid.baseline
         elif part:
             names.append(part)
     profiles: dict[str, Profile] = {}
@@ -125,15 +136,6 @@ def _select_profiles(config: pytest.Config) -> dict[str, Profile]:
         profile = load_profile(name, dirs)
         profiles[profile.name] = profile
     return profiles
-
-
-def _yaml(path: Path) -> Any:
-    import yaml
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        return None  # not a grid file: load_profile reports the syntax error with file:line
-    return data if isinstance(data, dict) else None
 
 
 def _progress_writer(config: pytest.Config) -> Any:
@@ -161,6 +163,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vllm_capability(name): skip unless the profile claims this capability "
                                        "(reasoning_parser, tool_parser, vision, semantic)")
     config.stash[PROFILE_ERROR] = None
+    config.stash[GRID_FILE_BASELINE] = None
     try:
         config.stash[PROFILES] = _select_profiles(config)
     except ProfileError as exc:
@@ -192,8 +195,15 @@ def _start_grid(config: pytest.Config, reports_dir: Path) -> None:
     if len(profiles) < 2 and not config.getoption("resume"):
         return
     path = reports_dir / STATE_FILE
+    baseline = config.getoption("grid_baseline") or config.stash[GRID_FILE_BASELINE]
+    if baseline in profiles:  # first: the deltas need it, and its failure stops the grid before the rest
+        profiles = {baseline: profiles[baseline], **profiles}
+        config.stash[PROFILES] = profiles
     if config.getoption("resume"):
         state = GridState.load(path, list(profiles))
+        if (state.data["records"].get(baseline) or {}).get("status") == "deploy_failed":
+            del state.data["records"][baseline]  # an aborted grid resumes by retrying its baseline
+        state.data.pop("aborted", None)
         done = state.completed() & set(profiles)
         if done:
             config.stash[SETTINGS].progress(f"[vllm] --resume: skipping finished profiles {', '.join(sorted(done))}")
@@ -201,8 +211,9 @@ def _start_grid(config: pytest.Config, reports_dir: Path) -> None:
     else:
         state = GridState(path, list(profiles))
         state.save()
-    recorder = GridRecorder(config, state, profiles, config.getoption("grid_rank_by"),
-                            config.getoption("grid_baseline"))
+    recorder = GridRecorder(config, state, profiles, config.getoption("grid_rank_by"), baseline,
+                            keep_going=config.getoption("grid_keep_going"),
+                            acceleration_floor=config.getoption("grid_min_acceleration"))
     config.pluginmanager.register(recorder, "vllm-grid")
 
 
@@ -285,6 +296,14 @@ def vllm_deployment(vllm_profile: Profile, request: pytest.FixtureRequest) -> It
 def vllm_client(vllm_deployment: Deployment) -> VllmClient:
     """An HTTP client on the deployment (API key and served model filled in)."""
     return vllm_deployment.client()
+
+
+@pytest.fixture(scope="session")
+def vllm_openai(vllm_deployment: Deployment) -> Iterator[OpenAIChat]:
+    """Chat completions through the official OpenAI client (key, timeout, no retries), as applications call."""
+    chat = vllm_deployment.openai()
+    yield chat
+    chat.close()
 
 
 @pytest.fixture(scope="session")

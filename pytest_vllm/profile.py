@@ -65,6 +65,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]] | None] = {
         "kv_rounds": ((int,), "MISS/HIT rounds per measurement (and per added look)"),
         "kv_rounds_max": ((int,), "rounds at most, added while the regression verdict is undecided"),
         "peak_vram_gib_max": ((int, float), "maximum peak VRAM per GPU"),
+        "prefix_cache_hit_rate_min": ((int, float), "minimum share of HIT prompt tokens served from cache (/metrics)"),
+        "kv_cache_free_gib_min": ((int, float), "minimum KV-cache memory per GPU after loading (engine log)"),
     },
     "timeouts": {
         "health": ((int, float), "seconds to wait for the deployment to become healthy"),

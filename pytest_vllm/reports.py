@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import engine_config
-
 
 @dataclass
 class TestResult:
@@ -61,32 +59,8 @@ class RunReport:
         }
 
     def to_markdown(self) -> str:
-        data = self.to_json()
-        counts = ", ".join(f"{n} {k}" for k, n in sorted(data["counts"].items())) or "no tests"
-        lines = [f"# pytest-vllm run {data['started']}", "", f"Result: {counts} in {data['duration_s']:.0f}s", ""]
-        for name, d in self.profiles.items():
-            lines += [f"## Profile `{name}`", "",
-                      f"- backend: {d['backend']}, endpoint: {d['endpoint']}, model: `{d['model']}`",
-                      f"- vLLM: {d.get('vllm_version') or 'unknown'}",
-                      f"- effective engine config: {engine_config.summary(d.get('engine_config') or {})}",
-                      f"- timings: {d.get('timings')}",
-                      f"- GPU: {_gpu_line(d.get('gpu'))}", ""]
-            if d.get("log"):
-                lines.append(f"- server log: `{d['log']}`")
-        for name, msg in self.deploy_failures.items():
-            lines += [f"## Profile `{name}`: deployment FAILED", "", "```", msg[:4000], "```", ""]
-        for profile, items in self.measurements.items():
-            lines += [f"## Measurements `{profile}`", ""]
-            for key, value in items.items():
-                lines.append(f"- **{key}**: `{json.dumps(value, default=str)[:600]}`")
-            lines.append("")
-        if self.warnings:
-            lines += ["## Warnings", ""] + [f"- {w}" for w in self.warnings] + [""]
-        lines += ["## Results", "", "| test | profile | outcome | s | message |", "|---|---|---|---|---|"]
-        for r in self.results:
-            msg = r.message.splitlines()[0][:160].replace("|", "\\|") if r.message else ""
-            lines.append(f"| `{r.nodeid}` | {r.profile or ''} | {r.outcome} | {r.duration_s:.2f} | {msg} |")
-        return "\n".join(lines) + "\n"
+        from .report_markdown import render_summary
+        return render_summary(self.to_json())
 
     def write(self) -> Path:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -99,13 +73,18 @@ class RunReport:
         return json_path
 
 
-def _gpu_line(gpu: dict[str, Any] | None) -> str:
-    if not gpu:
-        return "not sampled"
-    if not gpu.get("available"):
-        return f"unavailable ({gpu.get('reason')})"
-    return ", ".join(f"GPU{p['index']} {p['name']} peak {p['memory_used_mib']}/{p['memory_total_mib']} MiB"
-                     for p in gpu.get("peaks", []))
+def duration(seconds: float | None) -> str:
+    """Seconds for a person: "45 s", "1 min 10 s", "2 h 05 min"; "—" when unknown."""
+    if seconds is None:
+        return "—"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -2,8 +2,10 @@
 
 TTFT runs from just before the request is sent to the first SSE chunk that carries content or
 reasoning text (the role-only chunk does not count; a reasoning delta does, under either of vLLM's
-field names `reasoning_content` (<= 0.11) and `reasoning` (newer)). The same pass assembles content,
-reasoning and tool-call deltas so suites compare the streamed answer with the non-streamed one.
+field names `reasoning_content` (<= 0.11) and `reasoning` (newer)). Raw SSE on purpose: the clock and
+each chunk's arrival are the subject. The same pass assembles content, reasoning and tool-call deltas
+(for the TTFT workloads and the emulator's tests; the functional suites assemble streamed answers
+with the OpenAI SDK's helper instead, see pytest_vllm.sdk).
 """
 
 from __future__ import annotations

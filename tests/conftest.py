@@ -6,8 +6,11 @@ import socket
 import sys
 from pathlib import Path
 
+import httpcore  # noqa: F401 - loaded before any pytester snapshot (see below)
 import pytest
 
+# pytester drops the modules a test imported first; httpx imports httpcore lazily and caches its exception
+# classes, so a later "connection refused" would escape as a raw httpcore.ConnectError, not httpx's.
 pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parent.parent

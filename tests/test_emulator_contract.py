@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from pytest_vllm.backends.base import RunSettings
 from pytest_vllm.deployment import deployed
@@ -184,6 +185,16 @@ def test_forced_tool_call_body_and_deltas(target, choice, finish):
     assert all(d["content"] is None and set(d["tool_calls"][0]) == {"index", "function"} for d in tool_deltas[1:])
     assert json.loads("".join(d["tool_calls"][0]["function"]["arguments"] for d in tool_deltas[1:])) == arguments
     assert deltas[-1] == {} and chunks[-1]["choices"][0]["finish_reason"] == finish
+
+
+@pytest.mark.parametrize("shape", ["plain", "named", "required"])
+def test_answers_validate_against_the_openai_sdk_types(target, shape):
+    """What the team's applications parse: strict validation against the SDK's own models, body and every chunk."""
+    params = {"plain": {"max_tokens": 8}, "named": target.tool_params(NAMED),
+              "required": target.tool_params("required")}[shape]
+    ChatCompletion.model_validate(target.chat(**params).json())
+    for chunk in _chunks(target.stream_lines(**params, stream_options={"include_usage": True})):
+        ChatCompletionChunk.model_validate(chunk)
 
 
 def test_unknown_model_is_a_404(target):

@@ -45,3 +45,21 @@ def test_prefix_caching_off_fails_saying_it_is_off(run_suite, tmp_path):
     result.assert_outcomes(failed=1)
     out = result.stdout.str()
     assert "Prefix caching is OFF on this deployment" in out and "--no-enable-prefix-caching" in out
+
+
+def test_hit_rate_below_the_profile_target_fails_and_figures_reach_junit(run_suite, tmp_path):
+    """thresholds.prefix_cache_hit_rate_min (the seeds' "> 70 %") is checked on /metrics; the key figures of
+    every acceleration measurement land in JUnit XML as test properties."""
+    path = _profile(tmp_path, "emu_rate")
+    data = yaml.safe_load(open(path))
+    data["thresholds"]["prefix_cache_hit_rate_min"] = 1.01  # more than every token: no server can meet it
+    open(path, "w").write(yaml.safe_dump(data))
+    junit = tmp_path / "junit.xml"
+    result = run_suite(KV_SUITE, f"--profile={path}", "--no-history", "-k", "acceleration and long_prefix",
+                       f"--junitxml={junit}", timeout=300)
+    result.assert_outcomes(failed=1)
+    assert "below the 101% required (thresholds.prefix_cache_hit_rate_min" in result.stdout.str()
+    xml = junit.read_text()
+    for name in ("ttft_miss_ms_median", "ttft_hit_ms_median", "acceleration", "acceleration_interval",
+                 "prefix_cache_hit_rate", "prompt_tokens_median", "prefix_caching_effective"):
+        assert f'<property name="{name}" value=' in xml, name

@@ -80,7 +80,7 @@ def test_unreachable_base_url_fails_at_the_health_timeout_with_what_it_saw(run_s
     assert f"GET http://127.0.0.1:{port}/health: connection refused" in out
     assert elapsed < 30, f"an unreachable endpoint took {elapsed:.0f}s to fail"
     # One deployment failure, every test of the suite reported as an error, not a hang.
-    result.assert_outcomes(errors=7)
+    result.assert_outcomes(errors=8)
 
 
 def test_wrong_api_key_is_explained(run_suite):

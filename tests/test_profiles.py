@@ -11,14 +11,16 @@ from pytest_vllm.profile import known_profiles, load_profile, render_flags
 
 from conftest import PROFILES
 
-GRID = {  # the seeds' grid configurations: gpu-memory-utilization, prefix caching, chunked prefill
-    "chunked_only_safe": (0.85, False, True),
-    "safe_conservative": (0.85, False, False),
+# The seeds' grid configurations: gpu-memory-utilization, prefix caching, chunked prefill, as their
+# script wrote them (seeds 002 §2.1): true -> the flag, false -> the flag left out (None: V1's default, ON).
+GRID = {
+    "chunked_only_safe": (0.85, None, True),
+    "safe_conservative": (0.85, None, None),
     "optimized_balanced": (0.90, True, True),
     "aggressive_cache": (0.95, True, True),
-    "baseline": (0.95, True, False),
-    "prefix_only_092": (0.92, True, False),
-    "prefix_only_095": (0.95, True, False),
+    "baseline": (0.95, True, None),
+    "prefix_only_092": (0.92, True, None),
+    "prefix_only_095": (0.95, True, None),
     "combined_balanced": (0.95, True, True),
 }
 
@@ -41,20 +43,27 @@ def test_medium_is_the_seeds_production_deployment():
     assert p.capabilities["reasoning_parser"] == "qwen3" and p.capabilities["tool_parser"] == "hermes"
     args = render_flags(p.server)
     assert args[args.index("--tensor-parallel-size") + 1] == "2"
-    assert args[args.index("--max-model-len") + 1] == "131072" == str(p.model["max_model_len"])
-    assert "--no-enable-prefix-caching" in args  # the seeds' intent, explicit: V1 would cache otherwise
+    assert "--max-model-len" not in args  # as the seeds ran it: 32768 x yarn 4 = model.max_model_len
+    assert not any("prefix-caching" in a for a in args)  # as they ran it: V1's default, caching ON
+    assert "--quantization" not in args  # vLLM picks awq_marlin from the checkpoint; `awq` forces the slow kernel
     assert args[args.index("--kv-cache-dtype") + 1] == "fp8"  # 131072 tokens of 16-bit KV do not fit 24 GiB
     assert '"rope_type":"yarn"' in args[args.index("--hf-overrides") + 1]
 
 
 @pytest.mark.parametrize("name", sorted(GRID))
-def test_grid_profiles_state_both_engine_defaults(name: str):
+def test_grid_profiles_write_the_flags_as_the_seeds_script_did(name: str):
     memory, prefix, chunked = GRID[name]
     p = load_profile(name, [PROFILES])
     assert p.chain == (name, "medium")
     assert p.flag("gpu-memory-utilization") == memory
     assert p.flag("enable-prefix-caching") is prefix and p.flag("enable-chunked-prefill") is chunked
-    assert ("kv_cache_acceleration_min" in p.thresholds) is prefix  # no speed-up is expected with caching off
+
+
+def test_the_champion_as_meant_turns_caching_really_off_and_expects_no_acceleration():
+    p = load_profile("chunked_only_safe_caching_off", [PROFILES])
+    assert p.chain[1] == "chunked_only_safe" and p.flag("enable-prefix-caching") is False
+    assert "--no-enable-prefix-caching" in render_flags(p.server)
+    assert not {"kv_cache_acceleration_min", "prefix_cache_hit_rate_min", "ttft_hit_ms_max"} & set(p.thresholds)
 
 
 def test_medium_vl_is_the_awq_build_the_seeds_ended_on():
@@ -65,6 +74,10 @@ def test_medium_vl_is_the_awq_build_the_seeds_ended_on():
     assert "tool_parser" not in p.capabilities  # null removed what medium claims
     args = render_flags(p.server)
     assert "--quantization" not in args and "--hf-overrides" not in args and "--tool-call-parser" not in args
+    assert "--gpu-memory-utilization" not in args  # not in the seeds: vLLM's default
+    assert args[args.index("--max-model-len") + 1] == "8192" == str(p.model["max_model_len"])  # their log
+    assert p.thresholds["peak_vram_gib_max"] * 1024 > 24068  # the seeds measured 24,068 MiB and accepted it
+    assert p.thresholds["kv_cache_free_gib_min"] == 6 and p.timeouts["health"] == 900
     assert args[args.index("--limit-mm-per-prompt") + 1] == '{"image":3,"video":0}'
     assert args[args.index("--mm-encoder-tp-mode") + 1] == "weights"
     assert p.auth["api_key_env"] == "VLLM_API_KEY_MEDIUM_VL" and p.deployment["port"] == 5003

@@ -38,7 +38,7 @@ def test_health_suite_passes_on_real_vllm_and_leaves_nothing_behind(run_suite, t
     start = time.monotonic()
     result = run_suite(HEALTH, "--profile=cpu_tiny_8061", *PROFILE_DIRS)
     wall = time.monotonic() - start
-    result.assert_outcomes(passed=6, skipped=1)
+    result.assert_outcomes(passed=6, skipped=2)
     assert _server_processes(8061) == []
     summary = _summary(tmp_path)
     deployment = summary["profiles"]["cpu_tiny_8061"]

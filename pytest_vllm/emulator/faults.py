@@ -23,6 +23,7 @@ FAULTS: dict[str, str] = {
     "no_cache_speedup": "prefix-cache hits are counted in /metrics but the prefill is not shortened",
     "image_ignored": "images are dropped before the model: answers say there is no image",
     "image_limit_not_enforced": "more images than max_images are accepted instead of a 400",
+    "tool_delta_no_index": "streamed tool-call deltas carry no 'index' (the OpenAI SDK's stream helper rejects them)",
 }
 
 

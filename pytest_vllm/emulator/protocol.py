@@ -69,11 +69,13 @@ def chat_body(output: Output, *, request_id: str, model: str, prompt_tokens: int
 class ChunkWriter:
     """Builds the `data: ...` lines of one streamed completion."""
 
-    def __init__(self, request_id: str, model: str, reasoning_field: str, output: Output) -> None:
+    def __init__(self, request_id: str, model: str, reasoning_field: str, output: Output,
+                 faults: frozenset[str] = frozenset()) -> None:
         self.head = {"id": request_id, "object": "chat.completion.chunk", "created": int(time.time()),
                      "model": model}
         self.reasoning_field = reasoning_field
         self.output = output
+        self.faults = faults
 
     def _line(self, body: dict[str, Any]) -> bytes:
         return f"data: {dumps({**self.head, **body})}\n\n".encode()
@@ -91,6 +93,13 @@ class ChunkWriter:
                            "prompt_token_ids": None, "prompt_text": None})
 
     def _delta(self, piece: Piece) -> dict[str, Any]:
+        delta = self._vllm_delta(piece)
+        if "tool_delta_no_index" in self.faults:
+            for call in delta.get("tool_calls") or []:
+                del call["index"]
+        return delta
+
+    def _vllm_delta(self, piece: Piece) -> dict[str, Any]:
         if piece.kind == "reasoning":
             return {self.reasoning_field: piece.text}
         if piece.kind == "content":

@@ -374,7 +374,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream(self, req: dict[str, Any], output: Output, timing: Timing, record: dict[str, Any],
                 headers: dict[str, str], t0: float) -> None:
-        writer = ChunkWriter(record["id"], self.emu.model.served_name, self.emu.model.reasoning_field, output)
+        writer = ChunkWriter(record["id"], self.emu.model.served_name, self.emu.model.reasoning_field, output,
+                             self.emu.faults)
         self.send_response(200)
         self.send_header("content-type", "text/event-stream; charset=utf-8")
         self.send_header("transfer-encoding", "chunked")

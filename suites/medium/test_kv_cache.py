@@ -38,21 +38,42 @@ def test_ttft_holds_against_history(kv_bench, vllm_ttft, vllm_profile, workload,
 
 
 @pytest.mark.parametrize("workload", WORKLOADS)
-def test_kv_cache_acceleration(kv_bench, vllm_profile, vllm_report, vllm_history, workload):
+def test_kv_cache_acceleration(kv_bench, vllm_profile, vllm_report, vllm_history, record_property, workload):
     accel = kv_bench.acceleration(workload)
     against_history = vllm_history.gate_acceleration(workload, accel.miss, accel.hit)  # drift-immune gate
+    measured = accel.as_dict()
     vllm_report.add_measurement(vllm_profile.name, f"kv_cache/{workload}",
-                                {**accel.as_dict(), "regression": against_history.as_dict()})
+                                {**measured, "regression": against_history.as_dict()})
+    for name, value in junit_properties(measured).items():  # CI servers show JUnit properties
+        if value is not None:
+            record_property(name, value)
     for warning in accel.caching.warnings:
         if warning not in vllm_report.warnings:
             vllm_report.warnings.append(warning)
     minimum, source = acceleration_minimum(vllm_profile, workload)
     problems = accel.problems(minimum, source)
+    rate_min = vllm_profile.thresholds.get("prefix_cache_hit_rate_min")
+    rate = accel.hit.metrics.hit_rate if accel.hit.metrics else None
+    if rate_min is not None and rate is not None and rate < rate_min:
+        problems.append(f"only {rate:.0%} of the HIT rounds' prompt tokens came from the prefix cache (/metrics), "
+                        f"below the {rate_min:.0%} required (thresholds.prefix_cache_hit_rate_min in "
+                        f"{vllm_profile.path}): the cache is too small for the prefix or evicts it between requests")
     if against_history.failed:
         problems.append(against_history.message)
     assert not problems, "\n".join([*problems, accel.describe()])
     if minimum is None:
         pytest.skip(f"no {source}; measured {accel.describe()}")
+
+
+def junit_properties(measured: dict) -> dict[str, object]:
+    """The key figures of one acceleration measurement, flat, for JUnit XML test properties."""
+    metrics = measured["hit"].get("metrics") or {}
+    low, high = measured["interval"]
+    return {"ttft_miss_ms_median": measured["miss_ms_median"], "ttft_hit_ms_median": measured["hit_ms_median"],
+            "acceleration": measured["acceleration"], "acceleration_interval": f"{low}-{high}",
+            "prefix_cache_hit_rate": metrics.get("hit_rate"),
+            "prompt_tokens_median": measured["hit"]["prompt_tokens_median"],
+            "prefix_caching_effective": measured["prefix_caching"]["effective"]}
 
 
 @pytest.mark.parametrize("workload", WORKLOADS)

@@ -3,6 +3,8 @@
 Cases live in suites/cases/reasoning.yml (prompt, expected answer, tolerance). What the deployment
 claims comes from the profile: `capabilities.reasoning_parser` turns on the separation checks,
 `capabilities.semantic` the answer checks (a random-weight model can only pass the protocol ones).
+Calls go through the official OpenAI client, as applications make them; vLLM's reasoning field is one
+of the SDK's extra fields (`reasoning` or `reasoning_content`, see pytest_vllm.sdk.reasoning_of).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pytest_vllm.http import ApiError, error_message
+from pytest_vllm.http import ApiError
+from pytest_vllm.sdk import reasoning_of
 
 DATA = yaml.safe_load((Path(__file__).parents[1] / "cases" / "reasoning.yml").read_text(encoding="utf-8"))
 ARITHMETIC = [c for c in DATA["cases"] if c["kind"] == "arithmetic"]
@@ -30,34 +33,30 @@ def _ask(case: dict) -> list[dict]:
     return [{"role": "user", "content": f"{case['prompt']}\n\n{instruction}"}]
 
 
-def _reasoning_of(message: dict) -> str:
-    return message.get("reasoning") or message.get("reasoning_content") or ""
-
-
-def _chat(client, messages: list[dict], **params) -> dict:
+def _chat(openai, messages: list[dict], **params):
     try:
-        return client.chat(messages, **params)
+        return openai.create(messages, **params)
     except ApiError as exc:
         pytest.fail(f"the server refused a plain reasoning request: {exc}", pytrace=False)
 
 
-def _answer_text(body: dict, case: dict) -> str:
+def _answer_text(completion, case: dict) -> str:
     """The content the answer is read from; fails with the reason when there is none."""
-    choice = body["choices"][0]
-    content = _THINK_BLOCK.sub("", choice["message"].get("content") or "").strip()
+    choice = completion.choices[0]
+    content = _THINK_BLOCK.sub("", choice.message.content or "").strip()
     if not content:
-        cut = choice.get("finish_reason") == "length"
+        cut = choice.finish_reason == "length"
         pytest.fail(f"no final answer to '{case['id']}' in content"
                     + (f": the reply was cut at max_tokens={DATA['max_tokens']} (finish_reason=length) while "
                        "still thinking; raise max_tokens in suites/cases/reasoning.yml" if cut else
-                       f"; reasoning was {_reasoning_of(choice['message'])[:200]!r}"), pytrace=False)
+                       f"; reasoning was {reasoning_of(choice.message)[:200]!r}"), pytrace=False)
     return content
 
 
 @pytest.mark.vllm_capability("semantic")
 @pytest.mark.parametrize("case", ARITHMETIC, ids=[c["id"] for c in ARITHMETIC])
-def test_arithmetic_word_problem_final_answer(vllm_client, case):
-    body = _chat(vllm_client, _ask(case), max_tokens=DATA["max_tokens"], temperature=0)
+def test_arithmetic_word_problem_final_answer(vllm_openai, case):
+    body = _chat(vllm_openai, _ask(case), max_tokens=DATA["max_tokens"], temperature=0)
     content = _answer_text(body, case)
     found = _ANSWER.findall(content)
     assert found, (f"wrong answer format for '{case['id']}': no 'ANSWER: <number>' line in the reply; "
@@ -71,8 +70,8 @@ def test_arithmetic_word_problem_final_answer(vllm_client, case):
 
 @pytest.mark.vllm_capability("semantic")
 @pytest.mark.parametrize("case", PLANS, ids=[c["id"] for c in PLANS])
-def test_plan_has_exactly_the_asked_number_of_steps(vllm_client, case):
-    body = _chat(vllm_client, _ask(case), max_tokens=DATA["max_tokens"], temperature=0)
+def test_plan_has_exactly_the_asked_number_of_steps(vllm_openai, case):
+    body = _chat(vllm_openai, _ask(case), max_tokens=DATA["max_tokens"], temperature=0)
     content = _answer_text(body, case)
     steps = [int(n) for n in _STEP.findall(content)]
     assert steps == list(range(1, case["steps"] + 1)), (
@@ -82,19 +81,21 @@ def test_plan_has_exactly_the_asked_number_of_steps(vllm_client, case):
 
 @pytest.mark.vllm_capability("reasoning_parser")
 @pytest.mark.parametrize("stream", [False, True], ids=["non-streamed", "streamed"])
-def test_reasoning_is_returned_apart_from_the_content(vllm_client, vllm_profile, stream):
+def test_reasoning_is_returned_apart_from_the_content(vllm_openai, vllm_profile, stream):
     parser = vllm_profile.capabilities["reasoning_parser"]
     messages = _ask(ARITHMETIC[0])
     if stream:
-        result = vllm_client.stream_chat(messages, max_tokens=PROTOCOL_MAX_TOKENS, temperature=0)
-        assert result.status == 200, (
-            f"the streamed reasoning request answered {result.status}: {error_message(result.error_body)}")
-        first = result.chunks[0]["choices"][0]["delta"] if result.chunks else {}
-        assert first.get("role") == "assistant", f"the stream does not open with the assistant role chunk: {first}"
-        content, reasoning = result.content, result.reasoning
+        try:
+            streamed = vllm_openai.stream(messages, max_tokens=PROTOCOL_MAX_TOKENS, temperature=0)
+        except ApiError as exc:
+            pytest.fail(f"the streamed reasoning request was refused: {exc}", pytrace=False)
+        first = streamed.chunks[0].choices[0].delta if streamed.chunks and streamed.chunks[0].choices else None
+        assert first is not None and first.role == "assistant", (
+            f"the stream does not open with the assistant role chunk: {first}")
+        message = streamed.message
     else:
-        message = _chat(vllm_client, messages, max_tokens=PROTOCOL_MAX_TOKENS, temperature=0)["choices"][0]["message"]
-        content, reasoning = message.get("content") or "", _reasoning_of(message)
+        message = _chat(vllm_openai, messages, max_tokens=PROTOCOL_MAX_TOKENS, temperature=0).choices[0].message
+    content, reasoning = message.content or "", reasoning_of(message)
     leaked = [tag for tag in THINK_TAGS if tag in content]
     assert not leaked, (
         f"'{leaked[0]}' leaked into content: the model's thinking comes back as plain answer text. The profile "
@@ -107,11 +108,11 @@ def test_reasoning_is_returned_apart_from_the_content(vllm_client, vllm_profile,
 
 
 @pytest.mark.vllm_capability("reasoning_parser")
-def test_thinking_can_be_switched_off_per_request(vllm_client, vllm_profile):
-    body = _chat(vllm_client, _ask(ARITHMETIC[0]), max_tokens=PROTOCOL_MAX_TOKENS, temperature=0,
-                 chat_template_kwargs={"enable_thinking": False})
-    message = body["choices"][0]["message"]
-    content, reasoning = message.get("content") or "", _reasoning_of(message)
+def test_thinking_can_be_switched_off_per_request(vllm_openai, vllm_profile):
+    completion = _chat(vllm_openai, _ask(ARITHMETIC[0]), max_tokens=PROTOCOL_MAX_TOKENS, temperature=0,
+                       extra_body={"chat_template_kwargs": {"enable_thinking": False}})  # vLLM's, not OpenAI's
+    message = completion.choices[0].message
+    content, reasoning = message.content or "", reasoning_of(message)
     assert not reasoning.strip(), (
         f"thinking was switched off (chat_template_kwargs enable_thinking=false) yet the answer carries "
         f"reasoning: {reasoning[:200]!r}. The model's chat template ignores enable_thinking; requests cannot "
