@@ -2,11 +2,12 @@
 its raw samples under `reports/benchmarks/`, compared with earlier runs of the same profile and deployment
 by the regression gate, and plotted.
 
-How TTFT gets into pytest-benchmark: `pedantic` times its target with the benchmark's timer, and a
-streamed request's TTFT is only known from inside the stream. So tests that use the `vllm_ttft`
-fixture get `@pytest.mark.benchmark(timer=TTFT_CLOCK)`: the target advances that virtual clock by the
-TTFT it measured, and each round's duration in the benchmark JSON is exactly that round's TTFT.
-Salting and priming happen in pedantic's `setup`, outside the timing.
+How TTFT gets into pytest-benchmark: a series is measured by `pytest_vllm.kv_cache.Series` (the one round
+loop), which adds rounds while the sequential regression verdict is undecided, so the number of rounds is
+known only at the end. A streamed request's TTFT is only known from inside the stream anyway. So tests that
+use the `vllm_ttft` fixture get `@pytest.mark.benchmark(timer=TTFT_CLOCK)`, and `pedantic` then replays the
+measured rounds: each advances that virtual clock by its TTFT, and each round's duration in the benchmark
+JSON is exactly that round's TTFT.
 
 Defaults this module sets for pytest-benchmark (each only when the user did not choose otherwise):
 storage `file://<reports-dir>/benchmarks`, `--benchmark-save-data` (raw samples kept: the gate needs
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,7 @@ def _benchmark_files(root: Path) -> Iterator[Path]:
         yield from root.glob("*/*.json")
 
 
-@functools.cache  # the GPUs do not change during a run; NVML is asked once
+@functools.cache  # asked once per process: the GPUs do not change during a run
 def gpu_names() -> list[str]:
     """Names of the GPUs NVML sees; [] without NVML or without the telemetry module."""
     try:
@@ -142,55 +143,113 @@ def gpu_names() -> list[str]:
     return [g.name for g in snap.gpus] if snap.available else []
 
 
-class TtftRecorder:
-    """What the `vllm_ttft` fixture gives a test: `record(series)` measures it through pytest-benchmark,
-    compares it with the history and fails the test on a regression."""
+class History:
+    """This deployment's stored TTFT runs and the regression gates against them (see `pytest_vllm.regression`)."""
 
-    def __init__(self, request: pytest.FixtureRequest, deployment: Any, benchmark: Any | None) -> None:
-        self.config = request.config
-        self.session = VllmSession.of(request.config)
+    def __init__(self, config: pytest.Config, deployment: Any) -> None:
+        self.config = config
+        self.session = VllmSession.of(config)
         self.deployment = deployment
         self.profile: Profile = deployment.profile
-        self.benchmark = benchmark
         self.key = history_key(self.profile, deployment.backend.name, deployment.served_model)
+        self.run_id = self.session.settings.run_id
+        self.looks = regression.Looks(int(self.profile.thresholds.kv_rounds),
+                                      int(self.profile.thresholds.kv_rounds_max),
+                                      self._threshold("regression_confidence")[0])
+
+    @property
+    def enabled(self) -> bool:
+        return not self.config.getoption("no_history") and storage_dir(self.config) is not None
+
+    def baseline(self, measurement: str) -> list[StoredRun]:
+        """The stored runs this run is compared with: the latest `--baseline-runs` that did not regress."""
+        root = storage_dir(self.config)
+        if not self.enabled or root is None:
+            return []
+        runs = [r for r in load_runs(root, self.key, measurement) if r.run_id != self.run_id]
+        return regression.pick_baseline(runs, self.config.getoption("baseline_runs"))
+
+    def gate(self, measurement: str, samples: list[float], baseline: list[StoredRun], info: dict[str, Any] | None,
+             final: bool = True) -> regression.Verdict:
+        if not self.enabled:
+            return regression.Verdict("no-history", measurement, "history disabled (--no-history or no file storage)")
+        tolerance, t_source = self._threshold("regression_tolerance")
+        return regression.check(measurement, samples, [r.as_baseline() for r in baseline], tolerance=tolerance,
+                                looks=self.looks, source=t_source, current_info=info,
+                                accept=self.config.getoption("accept_regression"), final=final)
+
+    def gate_acceleration(self, workload: str, miss: SeriesResult, hit: SeriesResult) -> regression.Verdict:
+        """The drift-immune gate: this run's MISS/HIT acceleration against the same baseline runs'."""
+        measurement = f"{workload}/acceleration"
+        if not self.enabled:
+            return regression.Verdict("no-history", measurement, "history disabled (--no-history or no file storage)")
+        hits = {r.run_id: r for r in self.baseline(f"{workload}/ttft_hit")}
+        pairs = [(m.as_baseline(), hits[m.run_id].as_baseline())
+                 for m in self.baseline(f"{workload}/ttft_miss") if m.run_id in hits]
+        tolerance, source = self._threshold("acceleration_tolerance")
+        confidence, _ = self._threshold("regression_confidence")
+        return regression.check_acceleration(measurement, miss.rounds_s, hit.rounds_s, pairs, tolerance=tolerance,
+                                             confidence=confidence, source=source,
+                                             accept=self.config.getoption("accept_regression"))
+
+    def _threshold(self, name: str) -> tuple[float, str]:
+        option = self.config.getoption(name)
+        flag = "--" + name.replace("_", "-")
+        if option is not None:
+            return float(option), flag
+        return float(getattr(self.profile.thresholds, name)), \
+            f"thresholds.{name} of profile {self.profile.path}, or {flag}"
+
+
+class TtftRecorder(History):
+    """What the `vllm_ttft` fixture gives a test: `record(series)` measures it, adding rounds while the
+    regression verdict is undecided, stores it through pytest-benchmark and fails the test on a regression."""
+
+    def __init__(self, request: pytest.FixtureRequest, deployment: Any, benchmark: Any | None) -> None:
+        super().__init__(request.config, deployment)
+        self.benchmark = benchmark
 
     def record(self, series: Series) -> SeriesResult:
         measurement = f"{series.workload.name}/ttft_{series.cache}"
-        series.prepare()
+        baseline = self.baseline(measurement)
+
+        def more(rounds_s: Sequence[float]) -> int:
+            final = len(rounds_s) >= self.looks.rounds_max
+            undecided = self.gate(measurement, list(rounds_s), baseline, None, final).status == regression.UNDECIDED
+            return self.looks.more(len(rounds_s)) if undecided else 0
+
+        result = series.measure(more)
         bench = self.benchmark
         if bench is not None and bench.enabled:
+            # The rounds are already measured (their number was only known at the end); pytest-benchmark
+            # stores them: each replayed round advances its virtual clock by that round's TTFT.
+            rounds = iter(result.rounds_s)
             bench.group = f"TTFT {series.workload.name}"
-            bench.pedantic(lambda requests: TTFT_CLOCK.advance(series.run_round(requests)),
-                           setup=series.setup, rounds=series.rounds)
-        else:
-            for _ in range(series.rounds):
-                (requests,), _ = series.setup()
-                series.run_round(requests)
-        result = series.finish()
-        self._keep(measurement, result.rounds_s, result.as_dict())
+            bench.pedantic(TTFT_CLOCK.advance, setup=lambda: ((next(rounds),), {}), rounds=len(result.rounds_s))
+            _check_recorded(bench, result.rounds_s)
+        self._keep(measurement, result.rounds_s, result.as_dict(), baseline)
         return result
 
     def record_samples(self, measurement: str, samples_s: list[float], data: dict[str, Any]) -> None:
         """TTFT samples measured elsewhere (a load level, an image count), one benchmark round each: stored,
-        gated against the history and reported like a series. One call per test (pytest-benchmark's rule)."""
+        gated against the history in one look and reported like a series. One call per test (pytest-benchmark's
+        rule)."""
         bench = self.benchmark
         if bench is not None and bench.enabled:
-            bench.group = f"TTFT {measurement.rsplit('/', 1)[0]}"
             values = iter(samples_s)
-            bench.pedantic(lambda: TTFT_CLOCK.advance(next(values)), rounds=len(samples_s))
-        self._keep(measurement, samples_s, data)
+            bench.group = f"TTFT {measurement.rsplit('/', 1)[0]}"
+            bench.pedantic(TTFT_CLOCK.advance, setup=lambda: ((next(values),), {}), rounds=len(samples_s))
+            _check_recorded(bench, samples_s)
+        self._keep(measurement, samples_s, data, self.baseline(measurement))
 
-    def _keep(self, measurement: str, rounds_s: list[float], data: dict[str, Any]) -> None:
-        bench = self.benchmark
-        if bench is not None and bench.enabled:
-            _check_recorded(bench, rounds_s)
+    def _keep(self, measurement: str, rounds_s: list[float], data: dict[str, Any], baseline: list[StoredRun]) -> None:
+        """Gate, store (extra_info), remember for the plot and the report; fail the test on a regression."""
         info = self.context(measurement, data)
-        verdict = self.gate(measurement, rounds_s, info)
+        verdict = self.gate(measurement, rounds_s, baseline, info)
         info["regression"] = verdict.as_dict()
-        if bench is not None:
-            bench.extra_info.update(info)
-        self.session.records.append(
-            Record(self.key, self.profile.name, measurement, list(rounds_s), verdict.failed))
+        if self.benchmark is not None:
+            self.benchmark.extra_info.update(info)
+        self.session.records.append(Record(self.key, self.profile.name, measurement, list(rounds_s), verdict.failed))
         self.session.report.add_measurement(self.profile.name, measurement, {**data, "regression": verdict.as_dict()})
         if verdict.failed:
             pytest.fail(verdict.message, pytrace=False)
@@ -199,33 +258,13 @@ class TtftRecorder:
         """extra_info of the saved benchmark: what ran, so history can be matched and differences named."""
         d = self.deployment
         return {"schema": SCHEMA, "history_key": self.key, "measurement": measurement, "unit": "s",
-                "run_id": self.session.settings.run_id, "profile": self.profile.name,
+                "run_id": self.run_id, "profile": self.profile.name,
                 "deployment": f"{d.backend.name}:{d.served_model}", "model": d.served_model,
                 "vllm_version": d.vllm_version, "effective_flags": d.engine_config,
-                "profile_flags": self.profile.server, "gpus": gpu_names(),
-                "series": data}
-
-    def gate(self, measurement: str, samples: list[float], info: dict[str, Any]) -> regression.Verdict:
-        root = storage_dir(self.config)
-        if self.config.getoption("no_history") or root is None:
-            return regression.Verdict("no-history", measurement, "history disabled (--no-history or no file storage)")
-        tolerance, t_source = self._threshold("regression_tolerance")
-        confidence, _ = self._threshold("regression_confidence")
-        runs = [r for r in load_runs(root, self.key, measurement) if r.run_id != info["run_id"]]
-        baseline = regression.pick_baseline([r.as_baseline() for r in runs], self.config.getoption("baseline_runs"))
-        return regression.check(measurement, samples, baseline, tolerance=tolerance, confidence=confidence,
-                                source=t_source, current_info=info,
-                                accept=self.config.getoption("accept_regression"))
-
-    def _threshold(self, name: str) -> tuple[float, str]:
-        option, flag = self.config.getoption(name), "--" + name.replace("_", "-")
-        if option is not None:
-            return float(option), flag
-        source = f"thresholds.{name} of profile {self.profile.path}, or {flag}"
-        return float(getattr(self.profile.thresholds, name)), source
+                "profile_flags": self.profile.server, "gpus": gpu_names(), "series": data}
 
 
-def _check_recorded(bench: Any, rounds_s: list[float]) -> None:
+def _check_recorded(bench: Any, rounds_s: Sequence[float]) -> None:
     """pytest-benchmark must have stored exactly our TTFTs (it would not if another timer were in force)."""
     stored = list(getattr(getattr(bench, "stats", None), "stats", None).data)
     if len(stored) != len(rounds_s) or any(abs(a - b) > 1e-6 for a, b in zip(stored, rounds_s, strict=True)):
@@ -266,12 +305,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     run was interrupted (Ctrl-C must end it within seconds, matplotlib takes that much)."""
     config = session.config
     run = VllmSession.of(config)
-    records = run.records
-    if not records or exitstatus == pytest.ExitCode.INTERRUPTED:
+    if not run.records or exitstatus == pytest.ExitCode.INTERRUPTED:
         return
     root = storage_dir(config)
     run_id = run.settings.run_id
-    plotted = [r for r in records if r.measurement.rsplit("/", 1)[-1] in plot.COLORS]  # MISS/HIT series only
+    plotted = [r for r in run.records if r.measurement.rsplit("/", 1)[-1] in plot.COLORS]  # MISS/HIT series only
     for key in dict.fromkeys(r.history_key for r in plotted):
         mine = [r for r in plotted if r.history_key == key]
         measurements = {r.measurement: r.samples for r in mine}
@@ -287,3 +325,9 @@ def vllm_ttft(request: pytest.FixtureRequest, vllm_deployment: Any) -> TtftRecor
     """Records TTFT series through pytest-benchmark and gates them against the history (see this module)."""
     benchmark = request.getfixturevalue("benchmark") if _has_benchmark(request.config) else None
     return TtftRecorder(request, vllm_deployment, benchmark)
+
+
+@pytest.fixture
+def vllm_history(request: pytest.FixtureRequest, vllm_deployment: Any) -> History:
+    """The stored history of this deployment and its gates, for tests that measure outside `vllm_ttft`."""
+    return History(request.config, vllm_deployment)

@@ -90,8 +90,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "they go through pytest-benchmark to <reports-dir>/benchmarks (--benchmark-storage "
                          "overrides) and a regression against the history fails the test that measured it.")
     group.addoption("--regression-tolerance", type=float, default=None, metavar="FRACTION",
-                    help="allowed TTFT slowdown against history, 0.10 = 10%% (default: the profile's "
+                    help="TTFT slowdown against history the gate must catch, 0.10 = 10%% (default: the profile's "
                          "thresholds.regression_tolerance).")
+    group.addoption("--acceleration-tolerance", type=float, default=None, metavar="FRACTION",
+                    help="loss of MISS/HIT acceleration against history the gate must catch, 0.10 = HIT 10%% "
+                         "slower relative to MISS (default: the profile's thresholds.acceleration_tolerance).")
     group.addoption("--regression-confidence", type=float, default=None, metavar="LEVEL",
                     help="confidence the slowdown must be established with, e.g. 0.95 (default: the profile's "
                          "thresholds.regression_confidence).")

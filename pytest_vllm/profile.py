@@ -204,6 +204,11 @@ def _check_complete(profile: Profile) -> None:
         if not getattr(getattr(profile, section), key):
             raise ProfileError(f"missing key '{dotted}' (required by the {backend} backend)",
                                file=path, key=dotted, fix=f"add it: {SCHEMA[section][key][1]}")
+    rounds, rounds_max = profile.thresholds.kv_rounds, profile.thresholds.kv_rounds_max
+    if rounds < 1 or rounds_max < rounds:
+        raise ProfileError(f"kv_rounds_max {rounds_max} is below kv_rounds {rounds} (or kv_rounds below 1)",
+                           file=path, key="thresholds.kv_rounds_max",
+                           fix="set kv_rounds_max to at least kv_rounds (it defaults to 40)")
 
 
 PATH_KEYS = ("compose_files", "env_file")

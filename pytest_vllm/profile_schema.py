@@ -100,12 +100,17 @@ class CapabilitiesSection(Section):
 
 @dataclass(frozen=True, eq=False)
 class ThresholdsSection(Section):
-    kv_cache_acceleration_min: float | None = key("minimum TTFT MISS/HIT ratio", (int, float))
+    kv_cache_acceleration_min: float | dict[str, float] | None = key(
+        "minimum TTFT MISS/HIT ratio, or {workload: minimum}", (int, float, dict))
     ttft_hit_ms_max: float | None = key("maximum median TTFT on a cache hit", (int, float))
     ttft_miss_ms_max: float | None = key("maximum median TTFT on a cache miss", (int, float))
-    regression_tolerance: float = key("allowed slowdown against history (0.10 = 10%)", (int, float), 0.10)
+    regression_tolerance: float = key("TTFT slowdown against history the gate must catch (0.10 = 10%)",
+                                      (int, float), 0.10)
+    acceleration_tolerance: float = key("loss of MISS/HIT acceleration against history the gate must catch "
+                                        "(0.10: HIT 10% slower relative to MISS)", (int, float), 0.10)
     regression_confidence: float = key("confidence of the regression test", (int, float), 0.95)
-    kv_rounds: int = key("MISS/HIT rounds per measurement", (int,), 5)
+    kv_rounds: int = key("MISS/HIT rounds per measurement (and per added look)", (int,), 5)
+    kv_rounds_max: int = key("rounds at most, added while the regression verdict is undecided", (int,), 40)
     peak_vram_gib_max: float | None = key("maximum peak VRAM per GPU, GiB", (int, float))
     prefix_cache_hit_rate_min: float | None = key(
         "minimum share of HIT prompt tokens served from cache (/metrics)", (int, float))

@@ -1,36 +1,56 @@
 """The regression gate: are this run's TTFT samples slower than the stored history, beyond noise and tolerance?
 
-Rule: a measurement regressed when BOTH
-1. the slowdown is statistically established: the whole `confidence` interval of the ratio
-   current/baseline lies above 1 (Hodges-Lehmann on log-timings with its Mann-Whitney interval, see
-   `pytest_vllm.samples` for why that test), and
-2. the estimated slowdown exceeds the tolerance (profile `thresholds.regression_tolerance`, 0.10 = 10 %).
+Two gates, both against the latest comparable runs (`--baseline-runs`, 3 by default, pooled) of the same
+profile and deployment that did not themselves regress (one bad night does not become tomorrow's
+reference; `--accept-regression` makes a slower run the new baseline on purpose):
 
-(1) keeps noise from failing the gate: a single mean over a threshold (what pytest-benchmark's
-`--benchmark-compare-fail=median:10%` does) fails on a noisy A/A pair as soon as one median lands 10 %
-high. (2) keeps a real but negligible slowdown (+2 %, significant with many rounds) from failing CI.
-`scripts/bench_regression_gate.py` measures both rules' false-alarm and detection rates side by side.
+**TTFT gate, sequential.** The tolerance τ (`thresholds.regression_tolerance`) is the slowdown the gate
+must catch. At each look the ratio current/baseline is estimated by Hodges-Lehmann on log-timings with its
+exact Mann-Whitney interval [L, U] (`pytest_vllm.samples`), and
+- regressed when L > 1 (the slowdown is established) and the estimate exceeds √(1+τ), the middle of the
+  indifference zone in log terms (+4.9 % for τ = 10 %: a real +2 % slowdown, significant with enough rounds,
+  is not what τ means);
+- faster when U < 1; ok when U < 1 + τ (a τ slowdown is excluded);
+- otherwise undecided: `thresholds.kv_rounds` more rounds are measured and it looks again, up to
+  `thresholds.kv_rounds_max`; still undecided at the last look, the slowdown was not established: ok.
+Error control over the repeated looks (group-sequential, alpha spending): the two-sided error 1 - confidence
+is spent evenly over the K planned looks, each interval taken at confidence 1 - (1 - confidence)/K. By the
+union bound the false-alarm rate over all looks stays below the single-look one (conservative: the looks are
+correlated, so the true rate is lower still). A decided run stops early: most healthy runs need `kv_rounds`.
+`scripts/bench_regression_gate.py` measures false alarms, detections and rounds used, side by side with
+pytest-benchmark's `--benchmark-compare-fail=median:10%`.
 
-The baseline is the latest comparable runs (`--baseline-runs`, 3 by default, pooled) of the same profile and
-deployment that did not themselves regress (so one bad night does not become tomorrow's reference);
-`--accept-regression` makes a slower run the new baseline on purpose. Pooling three runs gives the test
-15 baseline samples instead of 5: at 5 rounds and 10 % noise it detects a +20 % slowdown as often as
-pytest-benchmark's median rule does, with a fifth of its false alarms (see the bench script).
-Limit: the samples of one run share that run's conditions (server start, machine state); a shift of the
-whole run is noise the within-run samples cannot show. The tolerance is what absorbs it: keep it above
-the run-to-run spread of the deployment (the history plot shows it).
+Limit of the TTFT gate: the samples of one run share that run's conditions (server start, machine load);
+a shift of the whole run is noise the within-run samples cannot show. On a machine whose whole-run drift is
+large (CPU runners: see cpu_tiny's profile), τ must be set above that drift, and then the TTFT gate only
+catches gross slowdowns. Hence:
+
+**Acceleration gate, drift-immune.** MISS and HIT rounds of one run share its conditions, so the
+acceleration MISS/HIT cancels a whole-run drift that slows both alike. Its drop against the same baseline
+runs is estimated on log medians, Δ = mean over baseline runs of log(MISS/HIT) - log(MISS/HIT now), each
+run's ratio taken within that run, with a t interval from the medians' sampling variances (π/2 · σ²/n, σ the
+within-run standard deviation of MISS and of HIT pooled over runs). The run regressed when the whole
+interval shows a drop and the drop exceeds √(1+τ), τ = `thresholds.acceleration_tolerance` (0.10: the loss
+HIT rounds 10 % slower relative to MISS would cause; the TTFT gate's rule). It looks once, on the rounds the
+TTFT gates measured, at `regression_confidence`; with four medians' noise instead of two groups' it needs
+more rounds for the same power, so at 10 % noise it is sure to catch large losses (caching off, partial),
+not +10 %. Load that is not uniform (a CPU hog slows the short HIT prefill's overheads more than the long
+MISS prefill) does move it: its tolerance too is set per profile.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from .samples import Comparison, Summary, compare
 
 # What a failure message lists as "changed since the baseline run" (keys of the stored extra_info).
 CONTEXT_KEYS = ("vllm_version", "model", "gpus", "effective_flags", "profile_flags")
+UNDECIDED = "undecided"
 
 
 @dataclass(frozen=True)
@@ -47,8 +67,34 @@ class BaselineRun:
 
 
 @dataclass(frozen=True)
+class Looks:
+    """The sequential plan: first look after `rounds`, then every `rounds` more, the last at `rounds_max`."""
+
+    rounds: int
+    rounds_max: int
+    confidence: float  # over all looks together
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or self.rounds_max < self.rounds:
+            raise ValueError(f"need 1 <= kv_rounds <= kv_rounds_max, got {self.rounds} and {self.rounds_max}")
+
+    @property
+    def count(self) -> int:
+        return 1 + math.ceil((self.rounds_max - self.rounds) / self.rounds)
+
+    @property
+    def per_look_confidence(self) -> float:
+        """Alpha spent evenly over the looks (Bonferroni): 0.95 over 5 looks is 0.99 a look."""
+        return 1 - (1 - self.confidence) / self.count
+
+    def more(self, done: int) -> int:
+        """Rounds to add after `done` rounds for the next look (0 at the last)."""
+        return max(0, min(self.rounds, self.rounds_max - done))
+
+
+@dataclass(frozen=True)
 class Verdict:
-    status: str  # no-history | ok | faster | regressed | accepted
+    status: str  # no-history | ok | faster | regressed | accepted | undecided (more rounds wanted)
     measurement: str
     message: str
     comparison: Comparison | None = None
@@ -64,7 +110,8 @@ class Verdict:
         return {"status": self.status, "baseline": list(self.baseline), "tolerance": self.tolerance,
                 "ratio": None if c is None else round(c.ratio, 4),
                 "interval": None if c is None else [round(c.low, 4), round(c.high, 4)],
-                "confidence": None if c is None else c.confidence, "message": self.message}
+                "confidence": None if c is None else c.confidence, "rounds": None if c is None else c.n_current,
+                "message": self.message}
 
 
 def failed_gate(info: dict[str, Any]) -> bool:
@@ -72,40 +119,141 @@ def failed_gate(info: dict[str, Any]) -> bool:
     return (info.get("regression") or {}).get("status") == "regressed"
 
 
-def pick_baseline(runs: Sequence[BaselineRun], count: int = 1) -> list[BaselineRun]:
+class _Run(Protocol):
+    samples: list[float]
+
+    @property
+    def regressed(self) -> bool: ...
+
+
+R = TypeVar("R", bound=_Run)
+
+
+def pick_baseline(runs: Sequence[R], count: int = 1) -> list[R]:
     """The latest `count` runs (oldest first in `runs`) that did not regress."""
     usable = [r for r in runs if not r.regressed and r.samples]
     return usable[-count:] if count > 0 else []
 
 
-def is_regression(c: Comparison, tolerance: float) -> bool:
-    return c.significant_increase and c.change > tolerance
+def decide(c: Comparison, tolerance: float) -> str:
+    """One look's decision on an interval (see the module docstring): regressed | faster | ok | undecided."""
+    if c.significant_increase and math.log(c.ratio) > math.log1p(tolerance) / 2:
+        return "regressed"
+    if c.high < 1.0:
+        return "faster"
+    if c.high < 1.0 + tolerance:
+        return "ok"
+    return UNDECIDED
 
 
 def check(measurement: str, current: Sequence[float], baseline: Sequence[BaselineRun], *, tolerance: float,
-          confidence: float, source: str, current_info: dict[str, Any] | None = None,
-          accept: bool = False) -> Verdict:
-    """Compare this run's samples with the baseline runs; the message says by how much, against what."""
+          looks: Looks, source: str, current_info: dict[str, Any] | None = None, accept: bool = False,
+          final: bool = True) -> Verdict:
+    """Compare this run's samples with the baseline runs at one look; the message says by how much, against
+    what. `final=False` (more rounds can still come) may answer `undecided`."""
     if not baseline:
         return Verdict("no-history", measurement, f"{measurement}: no earlier comparable run; this run becomes "
                        "the baseline", tolerance=tolerance)
     reference = [v for run in baseline for v in run.samples]
-    c = compare(current, reference, confidence)
+    c = compare(current, reference, looks.per_look_confidence)
+    status = decide(c, tolerance)
+    if status == UNDECIDED and final:
+        status = "ok"
     labels = tuple(run.label for run in baseline)
-    against = f"run {labels[0]}" if len(labels) == 1 else f"runs {', '.join(labels)} (pooled)"
     now, then = Summary.of(current), Summary.of(reference)
-    change = (f"median {now.median * 1000:.1f} ms now vs {then.median * 1000:.1f} ms in {against}: "
-              f"{c.change:+.1%} (Hodges-Lehmann; {confidence:.0%} interval {c.low - 1:+.1%} to {c.high - 1:+.1%}, "
-              f"{c.n_current} vs {c.n_baseline} samples)")
-    if is_regression(c, tolerance):
+    planned = f"{looks.count} look{'s' if looks.count > 1 else ''} planned"
+    change = (f"median {now.median * 1000:.1f} ms now vs {then.median * 1000:.1f} ms in {_against(labels)}: "
+              f"{c.change:+.1%} (Hodges-Lehmann; {c.confidence * 100:.3g}% interval {c.low - 1:+.1%} to "
+              f"{c.high - 1:+.1%}, {c.n_current} vs {c.n_baseline} samples, {planned})")
+    if status == "regressed":
         lines = [f"{measurement} regressed: {change}, beyond the {tolerance:.0%} tolerance ({source}).",
                  *_what_changed(current_info or {}, baseline[-1].info),
                  f"samples now (ms): {_ms(current)}; baseline (ms): {_ms(reference)}",
                  "if this slowdown is expected, re-run with --accept-regression to make this run the new baseline"]
         return Verdict("accepted" if accept else "regressed", measurement, "\n  ".join(lines), c, labels, tolerance)
-    status = "faster" if c.high < 1.0 else "ok"
     return Verdict(status, measurement, f"{measurement}: {change}; tolerance {tolerance:.0%}: {status}", c, labels,
                    tolerance)
+
+
+@dataclass(frozen=True)
+class RatioChange:
+    """log(acceleration then / acceleration now): > 0 is a drop; with its normal interval."""
+
+    drop: float
+    low: float
+    high: float
+    now: float  # acceleration of this run
+    then: float  # of the pooled baseline
+
+    @property
+    def established_drop(self) -> bool:
+        return self.low > 0
+
+
+def _pooled_sigma(groups: Sequence[Sequence[float]]) -> tuple[float, int]:
+    """Within-run standard deviation of log-timings pooled over runs, and its degrees of freedom. (A slow
+    round inflates it: the gate then errs towards passing, never towards a false alarm.)"""
+    squares, n = 0.0, 0
+    for samples in groups:
+        logs = [math.log(v) for v in samples]
+        mean = statistics.fmean(logs)
+        squares += sum((v - mean) ** 2 for v in logs)
+        n += len(logs)
+    df = max(1, n - len(groups))
+    return math.sqrt(squares / df), df
+
+
+def _t_quantile(p: float, df: int) -> float:
+    """Student's t quantile (Cornish-Fisher expansion around the normal one; within 1 % for df >= 4)."""
+    z = statistics.NormalDist().inv_cdf(p)
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+
+
+def _log_acceleration(miss: Sequence[float], hit: Sequence[float], sigma_miss: float, sigma_hit: float
+                      ) -> tuple[float, float]:
+    """log(median MISS / median HIT) and its variance (a median's: π/2 · σ²/n)."""
+    value = math.log(statistics.median(miss)) - math.log(statistics.median(hit))
+    return value, (math.pi / 2) * (sigma_miss ** 2 / len(miss) + sigma_hit ** 2 / len(hit))
+
+
+def acceleration_change(miss: Sequence[float], hit: Sequence[float],
+                        baseline: Sequence[tuple[Sequence[float], Sequence[float]]], confidence: float) -> RatioChange:
+    """This run's acceleration against the mean log-acceleration of the baseline runs, each run on its own
+    (pooling their samples would mix their drifts)."""
+    sigma_miss, df_miss = _pooled_sigma([miss, *(m for m, _ in baseline)])
+    sigma_hit, df_hit = _pooled_sigma([hit, *(h for _, h in baseline)])
+    now, var_now = _log_acceleration(miss, hit, sigma_miss, sigma_hit)
+    runs = [_log_acceleration(m, h, sigma_miss, sigma_hit) for m, h in baseline]
+    then = statistics.fmean(v for v, _ in runs)
+    var_then = sum(var for _, var in runs) / len(runs) ** 2
+    half = _t_quantile(1 - (1 - confidence) / 2, min(df_miss, df_hit)) * math.sqrt(var_now + var_then)
+    drop = then - now
+    return RatioChange(drop, drop - half, drop + half, math.exp(now), math.exp(then))
+
+
+def check_acceleration(measurement: str, miss: Sequence[float], hit: Sequence[float],
+                       baseline: Sequence[tuple[BaselineRun, BaselineRun]], *, tolerance: float, confidence: float,
+                       source: str, accept: bool = False) -> Verdict:
+    """The drift-immune gate: this run's MISS/HIT acceleration against the baseline runs' (pairs miss, hit)."""
+    if not baseline:
+        return Verdict("no-history", measurement, f"{measurement}: no earlier comparable run; this run becomes "
+                       "the baseline", tolerance=tolerance)
+    r = acceleration_change(miss, hit, [(m.samples, h.samples) for m, h in baseline], confidence)
+    labels = tuple(m.label for m, _ in baseline)
+    text = (f"acceleration ×{r.now:.2f} now vs ×{r.then:.2f} in {_against(labels)}: "
+            f"{math.exp(-r.drop) - 1:+.1%} ({confidence:.0%} interval {math.exp(-r.high) - 1:+.1%} to "
+            f"{math.exp(-r.low) - 1:+.1%}; whole-run drift cancels in MISS/HIT)")
+    if r.established_drop and r.drop > math.log1p(tolerance) / 2:  # the TTFT gate's rule, on log(MISS/HIT)
+        message = (f"{measurement} regressed: {text}, a drop beyond the {tolerance:.0%} tolerance ({source}). HIT "
+                   "rounds gained less from the prefix cache than before: check the cache flags and the KV-cache "
+                   "size in the report's engine config; if expected, re-run with --accept-regression")
+        return Verdict("accepted" if accept else "regressed", measurement, message, None, labels, tolerance)
+    return Verdict("ok", measurement, f"{measurement}: {text}; tolerance {tolerance:.0%}: ok", None, labels,
+                   tolerance)
+
+
+def _against(labels: Sequence[str]) -> str:
+    return f"run {labels[0]}" if len(labels) == 1 else f"runs {', '.join(labels)} (pooled)"
 
 
 def _what_changed(now: dict[str, Any], then: dict[str, Any]) -> list[str]:

@@ -118,7 +118,7 @@ def _rank_of_bound(m: int, n: int, alpha: float) -> int:
     return k
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=512)  # the sequential gate and its bench use many (m, n) pairs
 def _u_cdf(m: int, n: int) -> tuple[float, ...]:
     """Exact null distribution of the Mann-Whitney U statistic: cdf[u] = P(U <= u)."""
     # counts[j][u]: arrangements of i x-values and j y-values with U = u, built up over i.

@@ -1,16 +1,24 @@
-"""False alarms and detections of the regression gate, side by side with pytest-benchmark's
+"""False alarms, detections and rounds used by the regression gates, side by side with pytest-benchmark's
 `--benchmark-compare-fail=median:10%` deciding on the same samples.
 
     .venv/bin/python scripts/bench_regression_gate.py [--source synthetic|emulator] [--comparisons 500]
+        [--cv 0.10] [--run-cv 0,0.05] [--tolerance 0.10] [--rounds 5] [--rounds-max 40]
 
-Each comparison is a baseline run and a current run of `--rounds` TTFT samples with noise CV `--cv`:
-A/A (nothing changed), A/B +10 % and A/B +20 % (the current run is that much slower).
-- synthetic: log-normal samples (fast, many comparisons); `--run-cv` adds a level shift per run, the
-  noise within-run samples cannot show (server restarts, machine state);
-- emulator: real TTFT series (`pytest_vllm.kv_cache.Series`, long prefix, MISS rounds) measured on the
-  emulator, whose latency model injects the noise and the slowdown (slower: ~1 s a comparison).
-Our gate: `pytest_vllm.regression` (tolerance 10 %, confidence 95 %), against the last run, and against
-the last 3 runs pooled. pytest-benchmark: its own PercentageRegressionCheck on the two medians.
+Nights follow one another as in the nightly job: each night measures a MISS and a HIT series, each gated by
+the sequential TTFT gate against the last 3 passing nights (rounds added while undecided), then the
+acceleration gate on both; a night that regressed does not become a baseline. For each comparison, one A/A
+night (nothing changed) extends the history, and two A/B nights are judged against the same history: HIT
+rounds +10 % and +20 % slower (a slower cache path; MISS unchanged). Columns:
+- pytest-benchmark `median:10%`: the HIT series' median against the previous night's (what
+  `--benchmark-compare-fail=median:10%` decides on the stored data);
+- ours, 5 rounds fixed: the gate as it was (one look at 95 %, first 5 rounds, 3 nights pooled);
+- ours, sequential TTFT: `pytest_vllm.regression.check` on the HIT series, looks every `--rounds` up to
+  `--rounds-max`;
+- acceleration: `pytest_vllm.regression.check_acceleration`, drift-immune;
+- whole night: the run fails on any of MISS, HIT or acceleration (what the suite reports).
+Sources: synthetic (log-normal samples, noise CV `--cv` within a run; `--run-cv` a whole-run drift shared by
+MISS and HIT of a night, several values give several tables) or emulator (real series measured over HTTP on
+emulators whose latency is x1, x1.1, x1.2; no drift; ~1 s a night).
 """
 
 from __future__ import annotations
@@ -21,20 +29,30 @@ import random
 import statistics
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pytest_benchmark.utils import parse_compare_fail  # noqa: E402
 
-from pytest_vllm import kv_cache  # noqa: E402
-from pytest_vllm.regression import BaselineRun, check  # noqa: E402
+from pytest_vllm.regression import (  # noqa: E402
+    UNDECIDED,
+    BaselineRun,
+    Looks,
+    check,
+    check_acceleration,
+)
 
-TOLERANCE, CONFIDENCE = 0.10, 0.95
-SCENARIOS = (("A/A  no change", 1.0), ("A/B  +10% slower", 1.10), ("A/B  +20% slower", 1.20))
+CONFIDENCE = 0.95
+HISTORY_RUNS = 3
 PYTEST_BENCHMARK_RULE = "median:10%"
+MISS_S, HIT_S = 0.500, 0.050
+SCENARIOS = (("A/A  no change", 1.0), ("A/B  HIT +10%", 1.10), ("A/B  HIT +20%", 1.20))
+CACHES = ("miss", "hit")
 
-Sampler = Callable[[float], list[float]]  # slowdown factor -> one run's samples
+Draw = Callable[[str, int], list[float]]  # (cache, rounds) -> that many more samples of this night
+NightSource = Callable[[float], Draw]  # HIT slowdown factor -> a new night
 
 
 def _lognormal(rng: random.Random, cv: float) -> float:
@@ -43,25 +61,27 @@ def _lognormal(rng: random.Random, cv: float) -> float:
     return rng.lognormvariate(-sigma * sigma / 2, sigma)
 
 
-def synthetic(rounds: int, cv: float, seed: int, run_cv: float) -> Sampler:
+def synthetic(cv: float, run_cv: float, seed: int) -> NightSource:
     rng = random.Random(seed)
 
-    def run(factor: float) -> list[float]:
-        level = 0.200 * factor * _lognormal(rng, run_cv)  # a run's own level: server restart, machine state
-        return [level * _lognormal(rng, cv) for _ in range(rounds)]
+    def night(factor: float) -> Draw:
+        level = _lognormal(rng, run_cv)  # the night's own level (machine load, server start): MISS and HIT alike
+        base = {"miss": MISS_S * level, "hit": HIT_S * level * factor}
+        return lambda cache, k: [base[cache] * _lognormal(rng, cv) for _ in range(k)]
 
-    return run
+    return night
 
 
-def emulated(rounds: int, cv: float, seed: int) -> tuple[Sampler, Callable[[], None]]:
+def emulated(cv: float, seed: int) -> tuple[NightSource, Callable[[], None]]:
     """Series measured over HTTP on emulators whose latency is `factor` x the base model."""
     from pytest_vllm.emulator import EmulatorServer, LatencyModel
     from pytest_vllm.http import VllmClient
+    from pytest_vllm.kv_cache import LongPrefix, Series, TextSize, series
 
-    kv_cache.PAUSE_S = 0.0  # no previous answer's tail to wait out on the emulator
+    series.PAUSE_S = 0.0  # no previous answer's tail to wait out on the emulator
     servers: dict[float, tuple[EmulatorServer, VllmClient]] = {}
 
-    def server(factor: float) -> VllmClient:
+    def client(factor: float) -> VllmClient:
         if factor not in servers:
             latency = LatencyModel(base_ms=5 * factor, prefill_ms_per_token=0.02 * factor, noise_cv=cv,
                                    seed=seed + int(factor * 100))
@@ -69,30 +89,81 @@ def emulated(rounds: int, cv: float, seed: int) -> tuple[Sampler, Callable[[], N
             servers[factor] = (emulator, VllmClient(emulator.base_url, None, emulator.model.served_name, timeout=30))
         return servers[factor][1]
 
-    workloads: dict[float, kv_cache.LongPrefix] = {}
-
-    def run(factor: float) -> list[float]:
-        client = server(factor)
-        if factor not in workloads:
-            workloads[factor] = kv_cache.LongPrefix(kv_cache.TextSize(words_per_token=0.7))
-        return kv_cache.Series(client, workloads[factor], "miss", rounds).measure().rounds_s
+    def night(factor: float) -> Draw:
+        workload = LongPrefix(TextSize(words_per_token=0.7))
+        return lambda cache, k: Series(client(1.0 if cache == "miss" else factor), workload, cache,
+                                       k).measure().rounds_s
 
     def close() -> None:
-        for emulator, client in servers.values():
-            client.close()
+        for emulator, c in servers.values():
+            c.close()
             emulator.stop()
 
-    return run, close
+    return night, close
 
 
-def decide(current: list[float], history: list[list[float]]) -> tuple[bool, bool, bool]:
-    """(ours vs last run, ours vs last 3 pooled, pytest-benchmark median:10%) — True = fails."""
-    runs = [BaselineRun(f"{i:04d}", samples) for i, samples in enumerate(history, 1)]
-    ours_last = check("m", current, runs[-1:], tolerance=TOLERANCE, confidence=CONFIDENCE, source="bench").failed
-    ours_pooled = check("m", current, runs[-3:], tolerance=TOLERANCE, confidence=CONFIDENCE, source="bench").failed
-    pb = parse_compare_fail(PYTEST_BENCHMARK_RULE).fails({"median": statistics.median(current)},
-                                                          {"median": statistics.median(history[-1])})
-    return ours_last, ours_pooled, bool(pb)
+@dataclass
+class Night:
+    samples: dict[str, list[float]]
+    fails: dict[str, bool]  # pytest-benchmark, fixed, sequential, acceleration, night
+
+    def baseline(self, cache: str, label: str) -> BaselineRun:
+        status = "regressed" if self.fails["night"] else "ok"
+        return BaselineRun(label, self.samples[cache], {"regression": {"status": status}})
+
+
+def judge(draw: Draw, history: list[Night], looks: Looks, tolerance: float, acc_tolerance: float) -> Night:
+    """One night through the gates, as `pytest_vllm.history` runs them."""
+    usable = [n for n in history if not n.fails["night"]][-HISTORY_RUNS:]
+    samples, failed = {}, {}
+    for cache in CACHES:
+        baseline = [n.baseline(cache, f"{i:04d}") for i, n in enumerate(usable)]
+        got = draw(cache, looks.rounds)
+        while True:
+            verdict = check(cache, got, baseline, tolerance=tolerance, looks=looks, source="bench",
+                            final=len(got) >= looks.rounds_max)
+            if verdict.status != UNDECIDED:
+                break
+            got += draw(cache, looks.more(len(got)))
+        samples[cache], failed[cache] = got, verdict.failed
+    pairs = [(n.baseline("miss", "m"), n.baseline("hit", "h")) for n in usable]
+    acceleration = check_acceleration("a", samples["miss"], samples["hit"], pairs, tolerance=acc_tolerance,
+                                      confidence=CONFIDENCE, source="bench").failed
+    fixed = looks.rounds
+    old = check("hit", samples["hit"][:fixed], [n.baseline("hit", "o") for n in usable], tolerance=tolerance,
+                looks=Looks(fixed, fixed, CONFIDENCE), source="bench")
+    old_failed = old.failed and old.comparison is not None and old.comparison.change > tolerance  # its old rule
+    pb = bool(usable) and bool(parse_compare_fail(PYTEST_BENCHMARK_RULE).fails(
+        {"median": statistics.median(samples["hit"])}, {"median": statistics.median(usable[-1].samples["hit"])}))
+    return Night(samples, {"pytest-benchmark": pb, "fixed": old_failed, "sequential": failed["hit"],
+                           "acceleration": acceleration,
+                           "night": failed["miss"] or failed["hit"] or acceleration})
+
+
+COLUMNS = (("pytest-benchmark", f"pytest-benchmark {PYTEST_BENCHMARK_RULE}"), ("fixed", "ours 5 rounds fixed"),
+           ("sequential", "ours sequential TTFT"), ("acceleration", "acceleration gate"),
+           ("night", "whole night"))
+
+
+def table(source: NightSource, n: int, looks: Looks, tolerance: float, acc_tolerance: float) -> None:
+    history: list[Night] = []
+    for _ in range(HISTORY_RUNS):  # first nights: no history yet, kv_rounds each
+        history.append(judge(source(1.0), history, looks, tolerance, acc_tolerance))
+    counts = {label: dict.fromkeys([c for c, _ in COLUMNS], 0) for label, _ in SCENARIOS}
+    rounds: dict[str, list[int]] = {label: [] for label, _ in SCENARIOS}
+    for _ in range(n):
+        nights = {label: judge(source(factor), history, looks, tolerance, acc_tolerance) for label, factor in SCENARIOS}
+        for label, night in nights.items():
+            for column, _ in COLUMNS:
+                counts[label][column] += night.fails[column]
+            rounds[label].append(len(night.samples["hit"]))
+        history.append(nights[SCENARIOS[0][0]])  # only the unchanged night joins the history
+    header = f"{'scenario':<16}" + "".join(f"{title:>28}" for _, title in COLUMNS) + f"{'HIT rounds median':>20}"
+    print(header)
+    for label, factor in SCENARIOS:
+        kind = "false alarms" if factor == 1.0 else "failed"
+        cells = "".join(f"{counts[label][c] / n:>15.1%} {kind:<12}" for c, _ in COLUMNS)
+        print(f"{label:<16}{cells}{statistics.median(rounds[label]):>20g}")
 
 
 def main() -> int:
@@ -100,38 +171,34 @@ def main() -> int:
     parser.add_argument("--source", choices=("synthetic", "emulator"), default="synthetic")
     parser.add_argument("--comparisons", type=int, default=None,
                         help="comparisons per scenario (default: 500 synthetic, 30 emulator; at least 20)")
-    parser.add_argument("--rounds", type=int, default=5, help="samples per run (the profiles' kv_rounds; default 5)")
-    parser.add_argument("--cv", type=float, default=0.10, help="noise coefficient of variation (default 0.10)")
-    parser.add_argument("--run-cv", type=float, default=0.0,
-                        help="synthetic only: noise between runs (each run's level varies by this CV; default 0)")
+    parser.add_argument("--rounds", type=int, default=5, help="first look (the profiles' kv_rounds; default 5)")
+    parser.add_argument("--rounds-max", type=int, default=40, help="last look (kv_rounds_max; default 40)")
+    parser.add_argument("--cv", type=float, default=0.10, help="noise CV within a run (default 0.10)")
+    parser.add_argument("--run-cv", default="0,0.05",
+                        help="synthetic: whole-run drift CVs, one table each (default 0,0.05)")
+    parser.add_argument("--tolerance", type=float, default=0.10, help="regression_tolerance (default 0.10)")
+    parser.add_argument("--acceleration-tolerance", type=float, default=0.10,
+                        help="acceleration_tolerance (default 0.10)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     n = args.comparisons or (500 if args.source == "synthetic" else 30)
     if n < 20:
         parser.error("--comparisons must be at least 20")
-    close: Callable[[], None] = lambda: None  # noqa: E731
-    if args.source == "synthetic":
-        sample = synthetic(args.rounds, args.cv, args.seed, args.run_cv)
-    else:
-        sample, close = emulated(args.rounds, args.cv, args.seed)
-    try:
-        between = f", between runs CV {args.run_cv:.0%}" if args.run_cv else ""
-        print(f"Regression gate, {args.source} TTFT samples: {args.rounds} rounds a run, noise CV {args.cv:.0%}"
-              f"{between}, {n} comparisons per scenario; tolerance {TOLERANCE:.0%}, confidence {CONFIDENCE:.0%}")
-        print(f"{'scenario':<20}{'ours vs last run':>18}{'ours vs 3 runs pooled':>24}"
-              f"{'pytest-benchmark ' + PYTEST_BENCHMARK_RULE:>34}")
-        for label, factor in SCENARIOS:
-            fails = [0, 0, 0]
-            for _ in range(n):
-                history = [sample(1.0) for _ in range(3)]
-                current = sample(factor)
-                for i, failed in enumerate(decide(current, history)):
-                    fails[i] += failed
-            kind = "false alarms" if factor == 1.0 else "detected"
-            cells = [f"{f / n:6.1%} {kind}" for f in fails]
-            print(f"{label:<20}{cells[0]:>18}{cells[1]:>24}{cells[2]:>34}")
-    finally:
-        close()
+    looks = Looks(args.rounds, args.rounds_max, CONFIDENCE)
+    print(f"Regression gates, {args.source} TTFT samples: noise CV {args.cv:.0%} within a run, looks at "
+          f"{args.rounds}..{args.rounds_max} rounds ({looks.count} looks, {looks.per_look_confidence:.2%} each), "
+          f"tolerance {args.tolerance:.0%} (TTFT) / {args.acceleration_tolerance:.0%} (acceleration), "
+          f"{n} comparisons per scenario")
+    if args.source == "emulator":
+        source, close = emulated(args.cv, args.seed)
+        try:
+            table(source, n, looks, args.tolerance, args.acceleration_tolerance)
+        finally:
+            close()
+        return 0
+    for run_cv in (float(v) for v in args.run_cv.split(",")):
+        print(f"\nwhole-run drift CV {run_cv:.0%}")
+        table(synthetic(args.cv, run_cv, args.seed), n, looks, args.tolerance, args.acceleration_tolerance)
     return 0
 
 

@@ -19,6 +19,13 @@ PROFILES = REPO / "profiles"
 DATA = Path(__file__).resolve().parent / "data"
 
 
+def outcome_counts(output: str) -> dict[str, int]:
+    """pytest's final counts from its output, e.g. {"passed": 6, "skipped": 1} (warnings left out): numbers
+    parsed, so "16 passed" is not taken for "6 passed"."""
+    counts = pytest.RunResult.parse_summary_nouns(output.splitlines())
+    return {noun: n for noun, n in counts.items() if noun != "warnings"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

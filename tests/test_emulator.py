@@ -201,23 +201,29 @@ def test_image_limits_and_text_only_model(serve):
         "tiny is not a multimodal model"
 
 
+HITS = 4
+
+
 def test_ttft_ground_truth_header_and_prefix_cache(serve):
     emulator, client = serve(latency=LatencyModel(base_ms=5, prefill_ms_per_token=0.5, decode_ms_per_token=0.1,
                                                   block_size=16))
     prompt = [{"role": "user", "content": "salt-1 " + "word " * 400}]
-    miss = stream(emulator, prompt)
-    miss_truth = client.get("/emulator/last").json()
-    hit = stream(emulator, prompt)
-    hit_truth = client.get("/emulator/last").json()
+    measured = []  # (client TTFT, the emulator's own) of one MISS then HITS
+    for _ in range(1 + HITS):
+        result = stream(emulator, prompt)
+        measured.append((result.ttft_s * 1000, client.get("/emulator/last").json()))
+    miss_truth, hit_truth = measured[0][1], measured[-1][1]
     assert miss_truth["cached_tokens"] == 0
     assert hit_truth["cached_tokens"] == (hit_truth["prompt_tokens"] - 1) // 16 * 16
     assert hit_truth["ttft_ms"] == pytest.approx(5 + 0.5 * (hit_truth["prompt_tokens"] - hit_truth["cached_tokens"]))
-    for measured, truth in ((miss, miss_truth), (hit, hit_truth)):
-        assert 0 <= measured.ttft_s * 1000 - truth["ttft_ms"] < 15  # loopback overhead only
+    overheads = [ms - truth["ttft_ms"] for ms, truth in measured]
+    # The client's clock never starts after the server's; load only adds delay, so the least overhead of a
+    # few requests is the loopback's, whatever another process does to the CPU meanwhile.
+    assert all(o >= 0 for o in overheads) and min(overheads) < 15, overheads
     samples = parse_metrics(client.get("/metrics").text)
-    assert total(samples, "vllm:prefix_cache_hits_total") == hit_truth["cached_tokens"]
-    assert total(samples, "vllm:prefix_cache_queries_total") == 2 * hit_truth["prompt_tokens"]
-    assert total(samples, "vllm:time_to_first_token_seconds_count") == 2
+    assert total(samples, "vllm:prefix_cache_hits_total") == HITS * hit_truth["cached_tokens"]
+    assert total(samples, "vllm:prefix_cache_queries_total") == (1 + HITS) * hit_truth["prompt_tokens"]
+    assert total(samples, "vllm:time_to_first_token_seconds_count") == 1 + HITS
     assert info_labels(samples, "vllm:cache_config_info")["enable_prefix_caching"] == "True"
     response = chat(client, prompt)
     assert response.headers["x-emulator-cached-tokens"] == str(hit_truth["cached_tokens"])

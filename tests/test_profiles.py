@@ -145,6 +145,13 @@ def test_wrong_type_names_the_key(tmp_path: Path):
     assert info.value.key == "hardware.gpus"
 
 
+def test_kv_rounds_max_below_kv_rounds_is_refused(tmp_path: Path):
+    path = write(tmp_path, "rounds.yml", "extends: medium\nthresholds:\n  kv_rounds: 50\n")
+    with pytest.raises(ProfileError, match="kv_rounds_max 40 is below kv_rounds 50") as info:
+        load_profile(str(path), [PROFILES])
+    assert info.value.key == "thresholds.kv_rounds_max" and "at least kv_rounds" in info.value.fix
+
+
 def test_extends_cycle_shows_the_chain(tmp_path: Path):
     write(tmp_path, "a.yml", "extends: b\n")
     write(tmp_path, "b.yml", "extends: a\n")

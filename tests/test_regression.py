@@ -8,10 +8,11 @@ import math
 import pytest
 
 from pytest_vllm import regression
-from pytest_vllm.regression import BaselineRun, check, pick_baseline
+from pytest_vllm.regression import BaselineRun, Looks, check, check_acceleration, pick_baseline
 from pytest_vllm.samples import Summary, _u_cdf, compare
 
 BASE = [0.100, 0.104, 0.098, 0.102, 0.101]
+ONE_LOOK = Looks(5, 5, 0.95)
 
 
 def test_u_distribution_is_exact():
@@ -63,7 +64,7 @@ def test_baseline_is_the_latest_run_that_did_not_regress():
 
 
 def test_no_history_passes_and_says_this_run_is_the_baseline():
-    v = check("long_prefix/ttft_hit", BASE, [], tolerance=0.1, confidence=0.95, source="x")
+    v = check("long_prefix/ttft_hit", BASE, [], tolerance=0.1, looks=ONE_LOOK, source="x")
     assert v.status == "no-history" and not v.failed and "becomes the baseline" in v.message
 
 
@@ -71,7 +72,7 @@ def test_regression_fails_saying_by_how_much_against_which_run_with_the_interval
     slower = [v * 1.3 for v in BASE]
     baseline = [run("0007 (2026-11-23 12:01 UTC, run 4f9172)", BASE, vllm_version="0.31.0",
                     effective_flags={"enable_chunked_prefill": True})]
-    v = check("long_prefix/ttft_hit", slower, baseline, tolerance=0.1, confidence=0.95,
+    v = check("long_prefix/ttft_hit", slower, baseline, tolerance=0.1, looks=ONE_LOOK,
               source="thresholds.regression_tolerance in profiles/cpu_tiny.yml",
               current_info={"vllm_version": "0.32.0", "effective_flags": {"enable_chunked_prefill": False}})
     assert v.failed
@@ -85,29 +86,87 @@ def test_regression_fails_saying_by_how_much_against_which_run_with_the_interval
 
 
 def test_accepting_a_regression_does_not_fail():
-    v = check("m", [x * 1.3 for x in BASE], [run("0001", BASE)], tolerance=0.1, confidence=0.95, source="x",
+    v = check("m", [x * 1.3 for x in BASE], [run("0001", BASE)], tolerance=0.1, looks=ONE_LOOK, source="x",
               accept=True)
     assert v.status == "accepted" and not v.failed
 
 
 def test_small_significant_slowdown_within_tolerance_passes():
     base = [0.1 + i * 0.0001 for i in range(30)]
-    v = check("m", [x * 1.04 for x in base], [run("0001", base)], tolerance=0.1, confidence=0.95, source="x")
+    v = check("m", [x * 1.04 for x in base], [run("0001", base)], tolerance=0.1, looks=ONE_LOOK, source="x")
     assert v.comparison.significant_increase and v.status == "ok"
 
 
 def test_large_but_noisy_difference_is_not_a_regression():
     # medians 20 % apart, but the samples overlap: not established at 95 %
     v = check("m", [0.09, 0.13, 0.12, 0.15, 0.10], [run("0001", [0.11, 0.08, 0.12, 0.09, 0.10])],
-              tolerance=0.1, confidence=0.95, source="x")
+              tolerance=0.1, looks=ONE_LOOK, source="x")
     assert not v.failed and v.status == "ok"
 
 
 def test_pooled_baseline_names_every_run():
-    v = check("m", BASE, [run("0001", BASE), run("0002", BASE)], tolerance=0.1, confidence=0.95, source="x")
+    v = check("m", BASE, [run("0001", BASE), run("0002", BASE)], tolerance=0.1, looks=ONE_LOOK, source="x")
     assert "runs 0001, 0002 (pooled)" in v.message and v.comparison.n_baseline == 10
 
 
-def test_is_regression_needs_both_significance_and_size():
-    c = compare([v * 1.3 for v in BASE], BASE)
-    assert regression.is_regression(c, 0.1) and not regression.is_regression(c, 0.5)
+def test_decision_needs_an_established_slowdown_beyond_the_middle_of_the_tolerance():
+    assert regression.decide(compare([v * 1.3 for v in BASE], BASE), 0.1) == "regressed"
+    assert regression.decide(compare([v * 1.3 for v in BASE], BASE), 1.0) == "ok"  # +30 % < sqrt(2) - 1
+    assert regression.decide(compare([v * 0.7 for v in BASE], BASE), 0.1) == "faster"
+    noisy = compare([0.09, 0.13, 0.12, 0.15, 0.10], [0.11, 0.08, 0.12, 0.09, 0.10])
+    assert regression.decide(noisy, 0.1) == regression.UNDECIDED
+
+
+def test_looks_spend_the_error_evenly_and_add_rounds_up_to_the_maximum():
+    looks = Looks(5, 22, 0.95)
+    assert looks.count == 5 and looks.per_look_confidence == pytest.approx(0.99)
+    assert [looks.more(n) for n in (5, 10, 20, 22)] == [5, 5, 2, 0]
+    with pytest.raises(ValueError, match="kv_rounds_max"):
+        Looks(5, 4, 0.95)
+
+
+def test_undecided_asks_for_more_rounds_until_the_last_look():
+    current, base = [0.09, 0.13, 0.12, 0.15, 0.10], [run("0001", [0.11, 0.08, 0.12, 0.09, 0.10])]
+    kwargs = {"tolerance": 0.1, "looks": Looks(5, 10, 0.95), "source": "x"}
+    assert check("m", current, base, final=False, **kwargs).status == regression.UNDECIDED
+    assert check("m", current, base, **kwargs).status == "ok"  # the last look: not established
+
+
+def test_more_rounds_establish_a_slowdown_that_five_rounds_leave_undecided():
+    spread = [0.08 + 0.04 * i / 14 for i in range(15)]  # CV ~ 13 %
+    base = [run(f"{i:04d}", spread) for i in range(3)]
+    slower = [v * 1.15 for v in spread[::3] + spread[1::3] + spread[2::3]]  # 5 at a time across the spread
+    looks, kwargs = Looks(5, 25, 0.95), {"tolerance": 0.1, "source": "x"}
+    assert check("m", slower[:5], base, looks=looks, final=False, **kwargs).status == regression.UNDECIDED
+    assert check("m", slower[:5], base, looks=looks, **kwargs).status == "ok"  # stopped there, it would pass
+    n = 5
+    while (v := check("m", slower[:n], base, looks=looks, final=n >= 15, **kwargs)).status == regression.UNDECIDED:
+        n += looks.more(n)
+    assert v.failed and n == 15 and "99% interval" in v.message and "5 looks planned" in v.message
+
+
+MISS = [0.50, 0.52, 0.49, 0.51, 0.50]
+HIT = [0.050, 0.052, 0.049, 0.051, 0.050]
+
+
+def pair(label: str, factor_miss: float, factor_hit: float) -> tuple[BaselineRun, BaselineRun]:
+    return run(label, [v * factor_miss for v in MISS]), run(label, [v * factor_hit for v in HIT])
+
+
+def test_acceleration_gate_stands_a_whole_run_drift_the_ttft_gate_does_not():
+    slow_night = ([v * 1.4 for v in MISS], [v * 1.4 for v in HIT])  # the whole machine 40 % slower
+    history = [pair("0001", 1.0, 1.0), pair("0002", 1.02, 1.01)]
+    assert check("hit", slow_night[1], [h for _, h in history], tolerance=0.1, looks=ONE_LOOK, source="x").failed
+    v = check_acceleration("long_prefix/acceleration", *slow_night, history, tolerance=0.1, confidence=0.95,
+                           source="x")
+    assert v.status == "ok" and "whole-run drift cancels" in v.message
+
+
+def test_acceleration_gate_fails_when_hits_gain_less_from_the_cache():
+    history = [pair("0001", 1.0, 1.0), pair("0002", 1.0, 1.0)]
+    v = check_acceleration("long_prefix/acceleration", MISS, [v * 1.5 for v in HIT], history, tolerance=0.1,
+                           confidence=0.95, source="thresholds.acceleration_tolerance in p.yml")
+    assert v.failed
+    assert v.message.startswith("long_prefix/acceleration regressed: acceleration ×6.67 now vs ×10.00")
+    assert "thresholds.acceleration_tolerance in p.yml" in v.message and "--accept-regression" in v.message
+    assert check_acceleration("a", MISS, HIT, [], tolerance=0.1, confidence=0.95, source="x").status == "no-history"

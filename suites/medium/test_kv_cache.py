@@ -3,16 +3,17 @@
 Two workloads (pytest_vllm.kv_cache): the users' multi-turn agent conversation with a growing history,
 and one long shared prefix. For each, MISS rounds (salted, never seen) and HIT rounds (primed prefix)
 are timed through pytest-benchmark and compared with this profile's history; then the ratio of medians
-must reach the profile's `thresholds.kv_cache_acceleration_min`, and vLLM's own `/metrics` counters
-must confirm that HIT rounds were served from the prefix cache. The report states whether prefix
-caching is effectively on, whatever the profile's flags seem to say.
+must reach the profile's `thresholds.kv_cache_acceleration_min` (one number, or one per workload) and hold
+against its history (drift-immune: a whole-run slowdown moves MISS and HIT alike), and vLLM's own
+`/metrics` counters must confirm that HIT rounds were served from the prefix cache. The report states
+whether prefix caching is effectively on, whatever the profile's flags seem to say.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from pytest_vllm.kv_cache import CACHE_STATES, WORKLOADS, KvBench
+from pytest_vllm.kv_cache import CACHE_STATES, WORKLOADS, KvBench, acceleration_minimum
 
 # The client cannot see a first token before the server has produced it; allow clock granularity only.
 CLIENT_BEFORE_SERVER_SLACK_S = 0.002
@@ -37,27 +38,31 @@ def test_ttft_holds_against_history(kv_bench, vllm_ttft, vllm_profile, workload,
 
 
 @pytest.mark.parametrize("workload", WORKLOADS)
-def test_kv_cache_acceleration(kv_bench, vllm_profile, vllm_report, record_property, workload):
+def test_kv_cache_acceleration(kv_bench, vllm_profile, vllm_report, vllm_history, record_property, workload):
     accel = kv_bench.acceleration(workload)
+    against_history = vllm_history.gate_acceleration(workload, accel.miss, accel.hit)  # drift-immune gate
     measured = accel.as_dict()
-    vllm_report.add_measurement(vllm_profile.name, f"kv_cache/{workload}", measured)
+    vllm_report.add_measurement(vllm_profile.name, f"kv_cache/{workload}",
+                                {**measured, "regression": against_history.as_dict()})
     for name, value in junit_properties(measured).items():  # CI servers show JUnit properties
         if value is not None:
             record_property(name, value)
     for warning in accel.caching.warnings:
         if warning not in vllm_report.warnings:
             vllm_report.warnings.append(warning)
-    minimum = vllm_profile.thresholds.kv_cache_acceleration_min
-    problems = accel.problems(minimum, f"thresholds.kv_cache_acceleration_min in {vllm_profile.path}")
+    minimum, source = acceleration_minimum(vllm_profile, workload)
+    problems = accel.problems(minimum, source)
     rate_min = vllm_profile.thresholds.prefix_cache_hit_rate_min
     rate = accel.hit.metrics.hit_rate if accel.hit.metrics else None
     if rate_min is not None and rate is not None and rate < rate_min:
         problems.append(f"only {rate:.0%} of the HIT rounds' prompt tokens came from the prefix cache (/metrics), "
                         f"below the {rate_min:.0%} required (thresholds.prefix_cache_hit_rate_min in "
                         f"{vllm_profile.path}): the cache is too small for the prefix or evicts it between requests")
+    if against_history.failed:
+        problems.append(against_history.message)
     assert not problems, "\n".join([*problems, accel.describe()])
     if minimum is None:
-        pytest.skip(f"no thresholds.kv_cache_acceleration_min in {vllm_profile.path}; measured {accel.describe()}")
+        pytest.skip(f"no {source}; measured {accel.describe()}")
 
 
 def junit_properties(measured: dict) -> dict[str, object]:
