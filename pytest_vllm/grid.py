@@ -107,6 +107,7 @@ def _row(name: str, record: dict[str, Any]) -> dict[str, Any]:
         "ttft_hit_ms": kv.get("hit_ms_median"), "ttft_hit_spread_ms": kv.get("hit_ms_iqr"),
         "acceleration": kv.get("acceleration"),
         "cause": _cause(record),
+        "host": record.get("host"), "gpu_model": record.get("gpu_model"),
     }
 
 
@@ -148,9 +149,14 @@ def _delta(value: Any, base: Any) -> str:
     return f"{(value - base) / base * 100:+.0f}%"
 
 
-def render_report(state: GridState, rank_by: str, baseline: str | None, out_dir: Path) -> Path:
-    """Write grid-report.md, grid-report.json and grid-report.png; return the Markdown path."""
+def render_report(state: GridState, rank_by: str, baseline: str | None, out_dir: Path,
+                  across_gpus: bool = False) -> Path:
+    """Write grid-report.md, grid-report.json and grid-report.png; return the Markdown path.
+
+    Deltas compare a profile with the baseline only when both ran on the same GPU model (multi-host grids),
+    unless `across_gpus`."""
     rows = rank([_row(n, r) for n, r in state.data["records"].items()], rank_by)
+    multihost = any(r["host"] for r in rows)
     missing = [p for p in state.data["profiles"] if p not in state.data["records"]]
     base = next((r for r in rows if r["profile"] == baseline), None) if baseline else None
     label = RANK_METRICS[rank_by][0]
@@ -159,23 +165,28 @@ def render_report(state: GridState, rank_by: str, baseline: str | None, out_dir:
              + (f" ({', '.join(missing)}; run again with --resume)" if missing else "") + ".",
              f"Baseline for deltas: `{baseline}`." if base else "No baseline (use --grid-baseline NAME).", "",
              "| # | profile | status | gpu mem | prefix caching (effective / requested) | chunked prefill | "
-             "max seqs | TTFT MISS ms | TTFT HIT ms | acceleration | Δ accel | Δ TTFT HIT | s | cause |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "max seqs | TTFT MISS ms | TTFT HIT ms | acceleration | Δ accel | Δ TTFT HIT | s | cause |"
+             + (" host (GPU) |" if multihost else ""),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if multihost else "")]
     for i, r in enumerate(rows, 1):
         requested = "default" if r["prefix_caching_requested"] is None else _fmt(r["prefix_caching_requested"])
+        comparable = base is not None and (across_gpus or r["gpu_model"] == base["gpu_model"])
+        where = f" {r['host'] or '—'} ({r['gpu_model'] or '?'}) |" if multihost else ""
         lines.append(
             f"| {i} | `{r['profile']}` | {r['status']} | {_fmt(r['gpu_memory_utilization'])} | "
             f"{_fmt(r['prefix_caching_effective'])} / {requested} | {_fmt(r['chunked_prefill'])} | "
             f"{_fmt(r['max_num_seqs'])} | {_fmt(r['ttft_miss_ms'], r['ttft_miss_spread_ms'])} | "
             f"{_fmt(r['ttft_hit_ms'], r['ttft_hit_spread_ms'])} | {_fmt(r['acceleration'], digits=2)} | "
-            f"{_delta(r['acceleration'], base and base['acceleration'])} | "
-            f"{_delta(r['ttft_hit_ms'], base and base['ttft_hit_ms'])} | {_fmt(r['duration_s'])} | "
-            f"{r['cause'].replace('|', '/')} |")
+            f"{_delta(r['acceleration'], comparable and base['acceleration'])} | "
+            f"{_delta(r['ttft_hit_ms'], comparable and base['ttft_hit_ms'])} | {_fmt(r['duration_s'])} | "
+            f"{r['cause'].replace('|', '/')} |{where}")
     durations = [r["duration_s"] for r in rows if r["duration_s"] is not None]
     if durations:
         lines += ["", f"Time per profile: median {statistics.median(durations):.0f}s, total {sum(durations):.0f}s."]
     lines += ["", "Spread is the interquartile range over the measured rounds. Prefix caching 'effective' is what "
-              "the engine ran (start-up log or /metrics), 'requested' what the profile's flags say.",
+              "the engine ran (start-up log or /metrics), 'requested' what the profile's flags say."
+              + (" Deltas only between profiles measured on the baseline's GPU model (--compare-across-gpus "
+                 "to compare anyway)." if multihost else ""),
               "", "![grid](grid-report.png)", ""]
     md = out_dir / "grid-report.md"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -220,9 +231,9 @@ class GridRecorder:
     """Plugin object active when several profiles run: records each profile once all its tests are done."""
 
     def __init__(self, config: pytest.Config, state: GridState, profiles: dict[str, Profile],
-                 rank_by: str, baseline: str | None) -> None:
+                 rank_by: str, baseline: str | None, across_gpus: bool = False) -> None:
         self.config, self.state, self.profiles = config, state, profiles
-        self.rank_by, self.baseline = rank_by, baseline
+        self.rank_by, self.baseline, self.across_gpus = rank_by, baseline, across_gpus
         self.expected: dict[str, int] = {}
         self.finished: dict[str, int] = {}
         self.started: dict[str, float] = {}
@@ -256,7 +267,7 @@ class GridRecorder:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.state.data["records"]:
             return
-        md = render_report(self.state, self.rank_by, self.baseline, self.state.path.parent)
+        md = render_report(self.state, self.rank_by, self.baseline, self.state.path.parent, self.across_gpus)
         terminalreporter.section("vllm grid")
         terminalreporter.write_line(md.read_text(encoding="utf-8").split("\n\n![grid]")[0])
         terminalreporter.write_line(f"grid report: {md} (+ .json, .png); state: {self.state.path}")

@@ -77,6 +77,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "then TTFT on a hit).")
     group.addoption("--grid-baseline", default=None, metavar="PROFILE",
                     help="grid: profile the others are compared with (delta columns).")
+    group.addoption("--hosts", default=None, metavar="CTX[,CTX...]",
+                    help="grid over several Docker hosts: Docker context names or engine URLs (ssh://user@gpu1, "
+                         "unix:///run/docker.sock). One deployment per host at a time, each profile handed to the "
+                         "next free host, one grid report. Compose backend profiles only.")
+    group.addoption("--client-host", default=None, metavar="ADDRESS",
+                    help="address the test client uses to reach the deployment, when it differs from the profile's "
+                         "deployment.host (set by --hosts for each child run: the host's address).")
+    group.addoption("--compare-across-gpus", action="store_true",
+                    help="grid: compute deltas against the baseline even for profiles measured on another GPU model.")
     group.addoption("--profiles-dir", action="append", default=None, metavar="DIR",
                     help="where profile names are looked up (default: <rootdir>/profiles); repeatable.")
     # --- TTFT history and regression gate (pytest_vllm.history, pytest_vllm.regression) ---
@@ -169,7 +178,7 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = RunSettings(reports_dir=reports_dir, api_key=config.getoption("api_key"),
                            base_url=config.getoption("base_url"), keep_up=config.getoption("keep_up"),
                            reuse=config.getoption("reuse"), health_timeout=config.getoption("health_timeout"),
-                           progress=_progress_writer(config))
+                           client_host=config.getoption("client_host"), progress=_progress_writer(config))
     settings.reports_dir = new_run_dir(reports_dir, settings.run_id)
     config.stash[SETTINGS] = settings
     config.stash[REPORT] = RunReport(run_dir=settings.reports_dir)
@@ -186,7 +195,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def _start_grid(config: pytest.Config, reports_dir: Path) -> None:
     """Several profiles (or --resume): record each finished profile and rank them at the end."""
     profiles = config.stash[PROFILES]
-    if len(profiles) < 2 and not config.getoption("resume"):
+    hosts = _hosts(config, profiles)
+    if len(profiles) < 2 and not config.getoption("resume") and not hosts:
         return
     path = reports_dir / STATE_FILE
     if config.getoption("resume"):
@@ -199,8 +209,28 @@ def _start_grid(config: pytest.Config, reports_dir: Path) -> None:
         state = GridState(path, list(profiles))
         state.save()
     recorder = GridRecorder(config, state, profiles, config.getoption("grid_rank_by"),
-                            config.getoption("grid_baseline"))
+                            config.getoption("grid_baseline"), config.getoption("compare_across_gpus"))
     config.pluginmanager.register(recorder, "vllm-grid")
+    if hosts:
+        from .multihost import MultiHostGrid
+        config.pluginmanager.register(MultiHostGrid(config, hosts, config.stash[PROFILES], state,
+                                                    config.stash[SETTINGS].progress), "vllm-multihost")
+
+
+def _hosts(config: pytest.Config, profiles: dict[str, Profile]) -> list[Any]:
+    """--hosts resolved (contexts to engine URLs); only compose profiles can be sent to another engine."""
+    if not config.getoption("hosts"):
+        return []
+    from .hosts import HostError, parse_hosts
+    try:
+        hosts = parse_hosts(config.getoption("hosts"))
+    except HostError as exc:
+        raise pytest.UsageError(f"pytest-vllm: {exc}") from None
+    others = [f"{n} ({p.backend})" for n, p in profiles.items() if p.backend != "compose"]
+    if others:
+        raise pytest.UsageError(f"pytest-vllm: --hosts runs compose deployments on Docker hosts; these profiles "
+                                f"use another backend: {', '.join(others)}")
+    return hosts
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -30,6 +30,7 @@ class RunSettings:
     keep_up: bool = False
     reuse: bool = False
     health_timeout: float | None = None
+    client_host: str | None = None  # where the client reaches the server, when not the bind address (--hosts)
     run_id: str = field(default_factory=lambda: secrets.token_hex(3))
     progress: Progress = print
 
@@ -50,7 +51,8 @@ class Backend(ABC):
     @property
     def base_url(self) -> str:
         d = self.profile.deployment
-        return self.settings.base_url or d.get("base_url") or f"http://{d['host']}:{d['port']}"
+        host = self.settings.client_host or d["host"]
+        return self.settings.base_url or d.get("base_url") or f"http://{host}:{d['port']}"
 
     @abstractmethod
     def start(self) -> None:
