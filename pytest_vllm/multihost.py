@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -177,6 +178,10 @@ class MultiHostGrid:
                 if item not in (None, ""):
                     args.append(f"{flag}={item}")
         args += [flag for dest, flag in FLAGS.items() if getattr(option, dest, False)]
+        # One TTFT history per GPU model, shared by the hosts that have it: tonight's profile may run on
+        # another host than last night's and still be compared.
+        gpu = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.gpu_models.get(host.name, "unknown")).strip("-")
+        args.append(f"--benchmark-storage=file://{self.state.path.parent / 'benchmarks' / gpu}")
         return args
 
     # --- outcomes ---
