@@ -112,6 +112,7 @@ def _row(name: str, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _cause(record: dict[str, Any]) -> str:
+    moved = ("moved after a lost host (" + "; ".join(record["lost_on"]) + ")") if record.get("lost_on") else ""
     if record.get("failure"):
         lines = [ln for ln in record["failure"].splitlines() if ln.strip()]
         diagnosis = next((ln for ln in lines if ln.startswith("diagnosis:")), None)
@@ -119,7 +120,7 @@ def _cause(record: dict[str, Any]) -> str:
         return headline[:160] + (f" — {diagnosis}" if diagnosis else "")
     if record.get("failed_tests"):
         return "failed: " + ", ".join(t.split("::")[-1] for t in record["failed_tests"][:3])
-    return ""
+    return moved
 
 
 def rank(rows: list[dict[str, Any]], by: str) -> list[dict[str, Any]]:
