@@ -140,6 +140,7 @@ class MultiHostGrid:
             with self.lock:
                 self.children[host.name] = child
             code, lost = self._watch(child, host)
+        finished = time.time()
         with self.lock:
             self.children.pop(host.name, None)
             self.running.pop(host.name, None)
@@ -149,7 +150,7 @@ class MultiHostGrid:
         if lost or host.server_version() is None:
             self._give_back(job, host, f"its Docker engine stopped answering while {name} ran")
             return
-        self._record(job, host, child_dir, t0, code)
+        self._record(job, host, child_dir, (t0, finished), code)
 
     def _watch(self, child: subprocess.Popen[bytes], host: DockerHost) -> tuple[int, bool]:
         """Wait for the child while checking the host's engine; a host that stops answering is lost at once
@@ -185,7 +186,7 @@ class MultiHostGrid:
         return args
 
     # --- outcomes ---
-    def _record(self, job: Job, host: DockerHost, child_dir: Path, t0: float, code: int) -> None:
+    def _record(self, job: Job, host: DockerHost, child_dir: Path, span: tuple[float, float], code: int) -> None:
         summary_path = child_dir / "latest.json"
         if summary_path.is_file():
             report = report_from_summary(json.loads(summary_path.read_text(encoding="utf-8")), child_dir)
@@ -194,8 +195,9 @@ class MultiHostGrid:
             report = RunReport(run_dir=child_dir)
             report.deploy_failures[job.profile.name] = (f"the pytest run for this profile exited {code} "
                                                         "without a summary:\n" + "\n".join(tail))
-        record = make_record(job.profile, report, t0)
-        record.update(host=host.name, gpu_model=self.gpu_models.get(host.name), exit_code=code, started_at=t0,
+        record = make_record(job.profile, report, span[0])
+        record.update(host=host.name, gpu_model=self.gpu_models.get(host.name), exit_code=code,
+                      started_at=span[0], finished_at=span[1], duration_s=round(span[1] - span[0], 1),
                       lost_on=[f"{h}: {c}" for h, c in zip(job.tried_on, job.lost_causes, strict=False)])
         self._save(job.profile.name, record, host)
 
