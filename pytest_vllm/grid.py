@@ -106,6 +106,7 @@ def _row(name: str, record: dict[str, Any]) -> dict[str, Any]:
         "gain_pct": _gain(kv.get("miss_ms_median"), kv.get("hit_ms_median")),
         "acceleration_min": record.get("acceleration_min"),
         "cause": _cause(record), "oom": _is_oom(record),
+        "host": record.get("host"), "gpu_model": record.get("gpu_model"),  # multi-host grids (--hosts)
     }
 
 
@@ -130,6 +131,7 @@ def _is_oom(record: dict[str, Any]) -> bool:
 
 
 def _cause(record: dict[str, Any]) -> str:
+    moved = ("moved after a lost host (" + "; ".join(record["lost_on"]) + ")") if record.get("lost_on") else ""
     failure = record.get("failure")
     if failure:  # reports.DeployFailure as a dict
         headline = (failure["headline"].strip().splitlines() or [""])[0]
@@ -139,7 +141,7 @@ def _cause(record: dict[str, Any]) -> str:
         first = next((m.splitlines()[0] for m in record.get("failure_messages", []) if m.strip()), "")
         return "failed: " + ", ".join(t.split("::")[-1] for t in record["failed_tests"][:3]) + \
             (f" — {first[:200]}" if first else "")
-    return ""
+    return moved
 
 
 def rank(rows: list[dict[str, Any]], by: str) -> list[dict[str, Any]]:
@@ -221,9 +223,13 @@ def _tradeoffs(rows: list[dict[str, Any]], base: dict[str, Any]) -> list[str]:
 
 
 def render_report(state: GridState, rank_by: str, baseline: str | None, out_dir: Path,
-                  acceleration_floor: float = 1.5, chart: bool = True) -> Path:
-    """Write grid-report.md, grid-report.json and (`chart`) grid-report.png; return the Markdown path."""
+                  acceleration_floor: float = 1.5, chart: bool = True, across_gpus: bool = False) -> Path:
+    """Write grid-report.md, grid-report.json and (`chart`) grid-report.png; return the Markdown path.
+
+    A multi-host grid gets a host (GPU) column, and its Δ columns compare a profile with the baseline only
+    when both ran on the same GPU model, unless `across_gpus`."""
     rows = rank([_row(n, r) for n, r in state.data["records"].items()], rank_by)
+    multihost = any(r["host"] for r in rows)
     missing = [p for p in state.data["profiles"] if p not in state.data["records"]]
     base = next((r for r in rows if r["profile"] == baseline), None) if baseline else None
     label = RANK_METRICS[rank_by][0]
@@ -236,22 +242,27 @@ def render_report(state: GridState, rank_by: str, baseline: str | None, out_dir:
               f"Baseline for the Δ columns: `{baseline}`." if base else "No baseline measured (--grid-baseline NAME, "
               "or `baseline:` in the grid file).", "",
               "| # | profile | status | gpu mem | prefix caching effective / requested | chunked prefill | max seqs | "
-              "TTFT MISS ms | TTFT HIT ms | acceleration (interval) | gain % | Δ MISS | Δ HIT | Δ accel | time |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "TTFT MISS ms | TTFT HIT ms | acceleration (interval) | gain % | Δ MISS | Δ HIT | Δ accel | time |"
+              + (" host (GPU) |" if multihost else ""),
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if multihost else "")]
     for i, r in enumerate(rows, 1):
         requested = "default" if r["prefix_caching_requested"] is None else _fmt(r["prefix_caching_requested"])
+        ref = base if base is not None and (across_gpus or r["gpu_model"] == base["gpu_model"]) else None
+        where = f" {r['host'] or '—'} ({r['gpu_model'] or '?'}) |" if multihost else ""
         lines.append(
             f"| {i} | `{r['profile']}` | {r['status']} | {_fmt(r['gpu_memory_utilization'], digits=2)} | "
             f"{_fmt(r['prefix_caching_effective'])} / {requested} | {_fmt(r['chunked_prefill'])} | "
             f"{_fmt(r['max_num_seqs'])} | {_fmt(r['ttft_miss_ms'], r['ttft_miss_spread_ms'])} | "
             f"{_fmt(r['ttft_hit_ms'], r['ttft_hit_spread_ms'])} | {_accel(r)} | {_fmt(r['gain_pct'])} | "
-            f"{_delta(r['ttft_miss_ms'], base and base['ttft_miss_ms'])} | "
-            f"{_delta(r['ttft_hit_ms'], base and base['ttft_hit_ms'])} | "
-            f"{_delta(r['acceleration'], base and base['acceleration'])} | {duration(r['duration_s'])} |")
+            f"{_delta(r['ttft_miss_ms'], ref and ref['ttft_miss_ms'])} | "
+            f"{_delta(r['ttft_hit_ms'], ref and ref['ttft_hit_ms'])} | "
+            f"{_delta(r['acceleration'], ref and ref['acceleration'])} | {duration(r['duration_s'])} |{where}")
     lines += ["", "TTFT: median ± interquartile range over the measured rounds; acceleration: MISS/HIT ratio of "
               "medians with its confidence interval; gain: (MISS - HIT) / MISS. Prefix caching 'effective' is what "
               "the engine ran (start-up log or /metrics), 'requested' what the profile's flags say ('default': no "
-              "flag, vLLM V1 turns it on)."]
+              "flag, vLLM V1 turns it on)."
+              + (" Δ columns only between profiles measured on the baseline's GPU model (--compare-across-gpus to "
+                 "compare anyway)." if multihost and not across_gpus else "")]
     if base:
         lines += ["", "## Trade-offs against the baseline", "", *_tradeoffs(rows, base)]
     failed = [r for r in rows if r["cause"]]
@@ -318,8 +329,8 @@ class GridRecorder:
     """Plugin object active when several profiles run: records each profile once all its tests are done."""
 
     def __init__(self, session: VllmSession, state: GridState, rank_by: str, baseline: str | None,
-                 keep_going: bool = False, acceleration_floor: float = 1.5) -> None:
-        self.session, self.state = session, state
+                 keep_going: bool = False, acceleration_floor: float = 1.5, across_gpus: bool = False) -> None:
+        self.session, self.state, self.across_gpus = session, state, across_gpus
         self.rank_by, self.baseline = rank_by, baseline
         self.keep_going, self.acceleration_floor = keep_going, acceleration_floor
         self.pytest_session: pytest.Session | None = None  # to stop the run when the baseline fails
@@ -366,7 +377,7 @@ class GridRecorder:
             return
         # Interrupted: the tables at once; the chart (seconds of matplotlib) waits for the --resume run.
         md = render_report(self.state, self.rank_by, self.baseline, self.state.path.parent, self.acceleration_floor,
-                           chart=exitstatus != pytest.ExitCode.INTERRUPTED)
+                           chart=exitstatus != pytest.ExitCode.INTERRUPTED, across_gpus=self.across_gpus)
         terminalreporter.section("vllm grid")
         terminalreporter.write_line(md.read_text(encoding="utf-8").split("\n\n![grid]")[0])
         chart = ", .png" if exitstatus != pytest.ExitCode.INTERRUPTED else ""
@@ -379,7 +390,8 @@ def start_grid(config: pytest.Config, session: VllmSession) -> None:
     The baseline (--grid-baseline, else the grid file's `baseline:`) runs first: the deltas need it, and its
     failure stops the grid before the rest. --resume drops the profiles an interrupted grid already finished
     from the session, and retries a baseline that failed."""
-    if len(session.profiles) < 2 and not config.getoption("resume"):
+    hosts = _hosts(config, session)
+    if len(session.profiles) < 2 and not config.getoption("resume") and not hosts:
         return
     path = session.reports_root / STATE_FILE
     baseline = config.getoption("grid_baseline") or session.grid_file_baseline
@@ -400,5 +412,26 @@ def start_grid(config: pytest.Config, session: VllmSession) -> None:
         state.save()
     recorder = GridRecorder(session, state, config.getoption("grid_rank_by"), baseline,
                             keep_going=config.getoption("grid_keep_going"),
-                            acceleration_floor=config.getoption("grid_min_acceleration"))
+                            acceleration_floor=config.getoption("grid_min_acceleration"),
+                            across_gpus=config.getoption("compare_across_gpus"))
     config.pluginmanager.register(recorder, "vllm-grid")
+    if hosts:
+        from .multihost import MultiHostGrid
+        config.pluginmanager.register(MultiHostGrid(config, hosts, session.profiles, state,
+                                                    session.settings.progress), "vllm-multihost")
+
+
+def _hosts(config: pytest.Config, session: VllmSession) -> list[Any]:
+    """--hosts resolved (contexts to engine URLs); only compose profiles can be sent to another engine."""
+    if not config.getoption("hosts"):
+        return []
+    from .hosts import HostError, parse_hosts
+    try:
+        hosts = parse_hosts(config.getoption("hosts"))
+    except HostError as exc:
+        raise pytest.UsageError(f"pytest-vllm: {exc}") from None
+    others = [f"{n} ({p.backend})" for n, p in session.profiles.items() if p.backend != "compose"]
+    if others:
+        raise pytest.UsageError(f"pytest-vllm: --hosts runs compose deployments on Docker hosts; these profiles "
+                                f"use another backend: {', '.join(others)}")
+    return hosts

@@ -82,6 +82,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--grid-min-acceleration", type=float, default=1.5, metavar="RATIO",
                     help="grid: acceleration a profile without thresholds.kv_cache_acceleration_min must reach to "
                          "be recommended (default 1.5: a real speed-up, not noise).")
+    group.addoption("--hosts", default=None, metavar="CTX[,CTX...]",
+                    help="grid over several Docker hosts: Docker context names or engine URLs (ssh://user@gpu1, "
+                         "unix:///run/docker.sock). One deployment per host at a time, each profile handed to the "
+                         "next free host, one grid report. Compose backend profiles only.")
+    group.addoption("--client-host", default=None, metavar="ADDRESS",
+                    help="address the test client uses to reach the deployment, when it differs from the profile's "
+                         "deployment.host (set by --hosts for each child run: the host's address).")
+    group.addoption("--compare-across-gpus", action="store_true",
+                    help="grid: compute deltas against the baseline even for profiles measured on another GPU model.")
     group.addoption("--profiles-dir", action="append", default=None, metavar="DIR",
                     help="where profile names are looked up (default: <rootdir>/profiles); repeatable.")
     # --- TTFT history and regression gate (pytest_vllm.history, pytest_vllm.regression) ---
@@ -176,7 +185,7 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = RunSettings(run_dir=run_dir, run_id=run_id, api_key=config.getoption("api_key"),
                            base_url=config.getoption("base_url"), keep_up=config.getoption("keep_up"),
                            reuse=config.getoption("reuse"), health_timeout=config.getoption("health_timeout"),
-                           progress=_progress_writer(config))
+                           client_host=config.getoption("client_host"), progress=_progress_writer(config))
     session = VllmSession(profiles, settings, reports_root, RunReport(run_dir=run_dir, reports_root=reports_root),
                           profile_error=profile_error, grid_file_baseline=grid_baseline)
     session.install(config)

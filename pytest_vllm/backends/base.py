@@ -36,6 +36,7 @@ class RunSettings:
     keep_up: bool = False
     reuse: bool = False
     health_timeout: float | None = None
+    client_host: str | None = None  # where the client reaches the server, when not the bind address (--hosts)
     run_id: str = field(default_factory=new_run_id)
     progress: Progress = print
 
@@ -46,7 +47,7 @@ class RunSettings:
     def endpoint(self, profile: Profile) -> str:
         """Where the profile's server answers: --base-url, else deployment.base_url, else host:port."""
         d = profile.deployment
-        return self.base_url or d.base_url or f"http://{d.host}:{d.port}"
+        return self.base_url or d.base_url or f"http://{self.client_host or d.host}:{d.port}"
 
 
 class Backend(ABC):

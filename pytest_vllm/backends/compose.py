@@ -88,7 +88,9 @@ def engine() -> Any:
     import docker
     import docker.errors
     try:
-        return docker.from_env(timeout=ENGINE_TIMEOUT_S)
+        # ssh:// engines (--hosts): the docker CLI's own ssh, as compose uses it, rather than paramiko.
+        return docker.from_env(timeout=ENGINE_TIMEOUT_S,
+                               use_ssh_client=os.environ.get("DOCKER_HOST", "").startswith("ssh://"))
     except docker.errors.DockerException as exc:
         raise PreflightError(f"the Docker engine is not reachable: {exc}\n  fix: {SETUP_HINT}") from None
 
