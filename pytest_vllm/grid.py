@@ -384,15 +384,14 @@ class GridRecorder:
         terminalreporter.write_line(f"grid report: {md} (+ .json{chart}); state: {self.state.path}")
 
 
-def start_grid(config: pytest.Config, session: VllmSession) -> None:
+def start_grid(config: pytest.Config, session: VllmSession, spread: bool = False) -> GridState | None:
     """Several profiles (or --resume): record each finished profile and rank them at the end.
 
     The baseline (--grid-baseline, else the grid file's `baseline:`) runs first: the deltas need it, and its
     failure stops the grid before the rest. --resume drops the profiles an interrupted grid already finished
-    from the session, and retries a baseline that failed."""
-    hosts = _hosts(config, session)
-    if len(session.profiles) < 2 and not config.getoption("resume") and not hosts:
-        return
+    from the session, and retries a baseline that failed. `spread`: a multi-host grid, even of one profile."""
+    if len(session.profiles) < 2 and not config.getoption("resume") and not spread:
+        return None
     path = session.reports_root / STATE_FILE
     baseline = config.getoption("grid_baseline") or session.grid_file_baseline
     if baseline in session.profiles:
@@ -415,23 +414,5 @@ def start_grid(config: pytest.Config, session: VllmSession) -> None:
                             acceleration_floor=config.getoption("grid_min_acceleration"),
                             across_gpus=config.getoption("compare_across_gpus"))
     config.pluginmanager.register(recorder, "vllm-grid")
-    if hosts:
-        from .multihost import MultiHostGrid
-        config.pluginmanager.register(MultiHostGrid(config, hosts, session.profiles, state,
-                                                    session.settings.progress), "vllm-multihost")
+    return state
 
-
-def _hosts(config: pytest.Config, session: VllmSession) -> list[Any]:
-    """--hosts resolved (contexts to engine URLs); only compose profiles can be sent to another engine."""
-    if not config.getoption("hosts"):
-        return []
-    from .hosts import HostError, parse_hosts
-    try:
-        hosts = parse_hosts(config.getoption("hosts"))
-    except HostError as exc:
-        raise pytest.UsageError(f"pytest-vllm: {exc}") from None
-    others = [f"{n} ({p.backend})" for n, p in session.profiles.items() if p.backend != "compose"]
-    if others:
-        raise pytest.UsageError(f"pytest-vllm: --hosts runs compose deployments on Docker hosts; these profiles "
-                                f"use another backend: {', '.join(others)}")
-    return hosts

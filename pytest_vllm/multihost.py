@@ -31,9 +31,10 @@ from typing import Any
 import pytest
 
 from .grid import GridState, make_record
-from .hosts import DockerHost
+from .hosts import DockerHost, HostError, parse_hosts
 from .profile import Profile
 from .reports import DeployFailure, RunReport, TestResult
+from .session import VllmSession
 
 # Options of the parent run that each child gets unchanged (dest name -> option string).
 FORWARDED = {"profiles_dir": "--profiles-dir", "health_timeout": "--health-timeout", "api_key": "--api-key",
@@ -270,6 +271,25 @@ class MultiHostGrid:
                     if _created_after(host, cid, self.started):
                         host.docker("rm", "-f", "-v", cid)
         self.state.save()
+
+
+def start(config: pytest.Config, session: VllmSession) -> None:
+    """--hosts: resolve the hosts, start the grid state, and take over the test loop."""
+    from .grid import start_grid
+    if not config.getoption("hosts"):
+        return
+    try:
+        hosts = parse_hosts(config.getoption("hosts"))
+    except HostError as exc:
+        raise pytest.UsageError(f"pytest-vllm: {exc}") from None
+    others = [f"{n} ({p.backend})" for n, p in session.profiles.items() if p.backend != "compose"]
+    if others:
+        raise pytest.UsageError(f"pytest-vllm: --hosts runs compose deployments on Docker hosts; these profiles "
+                                f"use another backend: {', '.join(others)}")
+    state = start_grid(config, session, spread=True)
+    assert state is not None
+    config.pluginmanager.register(MultiHostGrid(config, hosts, session.profiles, state, session.settings.progress),
+                                  "vllm-multihost")
 
 
 def _created_after(host: DockerHost, cid: str, t0: float) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from . import engine_config, interrupts
+from . import engine_config, interrupts, multihost
 from .backends.base import RunSettings, new_run_id
 from .backends.registry import BASE_URL_KIND
 from .deployment import Deployment, deployed
@@ -190,7 +190,10 @@ def pytest_configure(config: pytest.Config) -> None:
                           profile_error=profile_error, grid_file_baseline=grid_baseline)
     session.install(config)
     config.pluginmanager.register(ResultRecorder(session), "vllm-result-recorder")
-    start_grid(config, session)
+    if config.getoption("hosts"):
+        multihost.start(config, session)  # the grid spread over Docker hosts: child runs, one report
+    else:
+        start_grid(config, session)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
