@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -11,23 +10,11 @@ from pathlib import Path
 import pytest
 
 from conftest import DATA, PROFILES, SUITES
+from interrupting import server_processes
 
 pytestmark = pytest.mark.real
 HEALTH = str(SUITES / "medium" / "test_health.py")
 PROFILE_DIRS = (f"--profiles-dir={DATA / 'profiles'}", f"--profiles-dir={PROFILES}")
-
-
-def _server_processes(port: int) -> list[str]:
-    """Processes of a vLLM server on this port (read from /proc: no pgrep pattern kills anything)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "vllm.entrypoints" in cmd and f"--port {port}" in cmd:
-            found.append(f"{pid}: {cmd[:120]}")
-    return found
 
 
 def _summary(tmp_path: Path) -> dict:
@@ -39,7 +26,7 @@ def test_health_suite_passes_on_real_vllm_and_leaves_nothing_behind(run_suite, t
     result = run_suite(HEALTH, "--profile=cpu_tiny_8061", *PROFILE_DIRS)
     wall = time.monotonic() - start
     result.assert_outcomes(passed=6, skipped=2)
-    assert _server_processes(8061) == []
+    assert server_processes(8061) == []
     summary = _summary(tmp_path)
     deployment = summary["profiles"]["cpu_tiny_8061"]
     assert deployment["engine_config"]["enable_prefix_caching"] is True  # V1 default, read from the engine log
@@ -57,7 +44,7 @@ def test_server_dying_at_start_fails_within_two_seconds_quoting_vllm(run_suite):
     assert "exited with code 1 during start-up" in out
     assert "User-specified max_model_len (65536) is greater than the derived max_model_len" in out, out[-3000:]
     assert "[max_model_len_too_large]" in out  # the diagnosis names the cause
-    assert _server_processes(8063) == []
+    assert server_processes(8063) == []
     noticed = [float(x) for x in re.findall(r"noticed (\d+\.\d+)s after it exited", out)]
     assert noticed, out[-2000:]
     print(f"\nREAL process exit -> failure noticed: {noticed[0]:.2f}s")
