@@ -189,6 +189,10 @@ def pytest_configure(config: pytest.Config) -> None:
     session = VllmSession(profiles, settings, reports_root, RunReport(run_dir=run_dir, reports_root=reports_root),
                           profile_error=profile_error, grid_file_baseline=grid_baseline)
     session.install(config)
+    # The signal handlers go back as pytest's very last cleanup (this configure runs before the builtin
+    # plugins' ones, so it is popped last): a second Ctrl-C during pytest's own final cleanup (its gc pass)
+    # must still find ours, not the default handler's traceback.
+    config.add_cleanup(lambda: _restore_signals(config))
     config.pluginmanager.register(ResultRecorder(session), "vllm-result-recorder")
     if config.getoption("hosts"):
         multihost.start(config, session)  # the grid spread over Docker hosts: child runs, one report
@@ -204,7 +208,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         session.config.pluginmanager.register(interrupts.ShortInterruptTrace(session.config), "vllm-interrupts")
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
+def _restore_signals(config: pytest.Config) -> None:
     if config.pluginmanager.has_plugin("vllm-interrupts"):  # this run installed the handlers: give them back
         interrupts.restore()
 

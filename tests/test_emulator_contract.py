@@ -234,7 +234,7 @@ def _string_literals(path: Path) -> set[str]:
 COMPLETION_FIELDS = {"id", "object", "created", "model", "choices", "service_tier", "system_fingerprint", "usage",
                      "kv_transfer_params", "ec_transfer_params", "metrics"}
 COMPLETION_CHOICE_FIELDS = {"index", "text", "logprobs", "finish_reason", "stop_reason", "token_ids",
-                            "prompt_logprobs", "prompt_token_ids"}
+                            "prompt_logprobs", "prompt_token_ids", "routed_experts"}  # vLLM 0.32's choice
 
 
 def test_completion_body(target):

@@ -77,7 +77,7 @@ class ProcessBackend(Backend):
         logs.mkdir(parents=True, exist_ok=True)
         self.log_path = logs / f"{self.profile.name}-{self.settings.run_id}-server.log"
         command = self.command()
-        self._tmp_dir = Path(tempfile.mkdtemp(prefix=f"pvllm-{self.settings.run_id}-"))
+        self._tmp_dir = Path(tempfile.mkdtemp(prefix=f"pvllm-{self.settings.run_id}-", dir=_short_tmp()))
         with self.log_path.open("wb") as log:
             log.write(("$ " + " ".join(command) + "\n").encode())
             log.flush()
@@ -177,3 +177,14 @@ def group_members(pgid: int) -> list[int]:
         if int(pgrp) == pgid and state not in ("Z", "X"):
             members.append(int(entry))
     return members
+
+
+# vLLM opens its ZMQ sockets in TMPDIR as ipc://<dir>/<36-char uuid>, and a Unix socket path holds at most 107
+# bytes: a deep TMPDIR (pytest's tmp_path, CI workspaces) makes the engine die at start-up.
+IPC_DIR_MAX = 107 - 37 - len("pvllm-xxxxxx-xxxxxxxx/")
+
+
+def _short_tmp() -> str:
+    """The temp folder for the run's vLLM files: the usual one, else /tmp when that one is too deep."""
+    base = tempfile.gettempdir()
+    return base if len(base) <= IPC_DIR_MAX or not os.path.isdir("/tmp") else "/tmp"

@@ -67,7 +67,7 @@ def completion_body(output: Output, *, request_id: str, model: str, prompt_token
     return {"id": request_id, "object": "text_completion", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "text": output.content or "", "logprobs": None,
                          "finish_reason": output.finish_reason, "stop_reason": None, "token_ids": None,
-                         "prompt_logprobs": None, "prompt_token_ids": None}],
+                         "prompt_logprobs": None, "prompt_token_ids": None, "routed_experts": None}],
             "service_tier": None, "system_fingerprint": None,
             "usage": {**usage(prompt_tokens, output), "prompt_tokens_details": None}, "kv_transfer_params": None,
             "ec_transfer_params": None, "metrics": None}
