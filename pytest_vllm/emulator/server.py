@@ -370,8 +370,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             req = self._parse_json(raw)
             t0 = time.perf_counter()  # the latency model's clock starts once the request is read
-            if "http_5xx" in emu.faults:
-                raise RequestError(500, error_body(ENGINE_DEAD_MESSAGE, "InternalServerError", 500))
+            self._engine_dead_if_faulted()
             if "crash" in emu.faults:
                 self.close_connection = True
                 emu.crash()
@@ -379,10 +378,18 @@ class _Handler(BaseHTTPRequestHandler):
             images = emu.check_request(req)
             output, timing, record = emu.plan(req, images)
         except RequestError as exc:
-            emu.log(f"POST {path} {exc.status}: {json.dumps(exc.body)[:300]}")
-            self._send(exc.status, exc.body)
+            self._refuse(path, exc)
             return
         self._respond(req, output, timing, record, t0)
+
+    def _engine_dead_if_faulted(self) -> None:
+        if "http_5xx" in self.emu.faults:  # as vLLM answers once its engine has died
+            raise RequestError(500, error_body(ENGINE_DEAD_MESSAGE, "InternalServerError", 500))
+
+    def _refuse(self, path: str, exc: RequestError) -> None:
+        """An error answer, logged as vLLM logs it."""
+        self.emu.log(f"POST {path} {exc.status}: {json.dumps(exc.body)[:300]}")
+        self._send(exc.status, exc.body)
 
     def _respond(self, req: dict[str, Any], output: Output, timing: Timing, record: dict[str, Any],
                  t0: float) -> None:
@@ -457,12 +464,10 @@ class _Handler(BaseHTTPRequestHandler):
                 except ValueError as exc:
                     raise RequestError.bad(str(exc), "tokens") from None
                 return
-            if "http_5xx" in emu.faults:
-                raise RequestError(500, error_body(ENGINE_DEAD_MESSAGE, "InternalServerError", 500))
+            self._engine_dead_if_faulted()
             output, timing, record = emu.plan_completion(req)
         except RequestError as exc:
-            emu.log(f"POST {path} {exc.status}: {json.dumps(exc.body)[:300]}")
-            self._send(exc.status, exc.body)
+            self._refuse(path, exc)
             return
         self._respond_completion(req, output, timing, record, t0)
 
