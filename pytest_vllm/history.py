@@ -155,28 +155,35 @@ class History:
         self.run_id = self.session.settings.run_id
         self.looks = regression.Looks(int(self.profile.thresholds.kv_rounds),
                                       int(self.profile.thresholds.kv_rounds_max),
-                                      self._threshold("regression_confidence")[0])
+                                      regression.gate_confidence(self._threshold("regression_confidence")[0]))
 
     @property
     def enabled(self) -> bool:
         return not self.config.getoption("no_history") and storage_dir(self.config) is not None
 
-    def baseline(self, measurement: str) -> list[StoredRun]:
-        """The stored runs this run is compared with: the latest `--baseline-runs` that did not regress."""
+    def reference(self, measurement: str) -> tuple[list[StoredRun], regression.Drift]:
+        """The stored runs this run is compared with (the latest `--baseline-runs` that did not regress), and
+        the whole-run drift measured on the latest `regression.DRIFT_RUNS` of those."""
         root = storage_dir(self.config)
         if not self.enabled or root is None:
-            return []
+            return [], regression.Drift.of([])
         runs = [r for r in load_runs(root, self.key, measurement) if r.run_id != self.run_id]
-        return regression.pick_baseline(runs, self.config.getoption("baseline_runs"))
+        count = self.config.getoption("baseline_runs")
+        passed = regression.pick_baseline(runs, max(count, regression.DRIFT_RUNS))
+        baseline = passed[max(0, len(passed) - count):] if count > 0 else []
+        return baseline, regression.Drift.of([r.samples for r in passed])
+
+    def baseline(self, measurement: str) -> list[StoredRun]:
+        return self.reference(measurement)[0]
 
     def gate(self, measurement: str, samples: list[float], baseline: list[StoredRun], info: dict[str, Any] | None,
-             final: bool = True) -> regression.Verdict:
+             final: bool = True, drift: regression.Drift | None = None) -> regression.Verdict:
         if not self.enabled:
             return regression.Verdict("no-history", measurement, "history disabled (--no-history or no file storage)")
         tolerance, t_source = self._threshold("regression_tolerance")
         return regression.check(measurement, samples, [r.as_baseline() for r in baseline], tolerance=tolerance,
                                 looks=self.looks, source=t_source, current_info=info,
-                                accept=self.config.getoption("accept_regression"), final=final)
+                                accept=self.config.getoption("accept_regression"), final=final, drift=drift)
 
     def gate_acceleration(self, workload: str, miss: SeriesResult, hit: SeriesResult) -> regression.Verdict:
         """The drift-immune gate: this run's MISS/HIT acceleration against the same baseline runs'."""
@@ -189,7 +196,7 @@ class History:
         tolerance, source = self._threshold("acceleration_tolerance")
         confidence, _ = self._threshold("regression_confidence")
         return regression.check_acceleration(measurement, miss.rounds_s, hit.rounds_s, pairs, tolerance=tolerance,
-                                             confidence=confidence, source=source,
+                                             confidence=regression.gate_confidence(confidence), source=source,
                                              accept=self.config.getoption("accept_regression"))
 
     def _threshold(self, name: str) -> tuple[float, str]:
@@ -211,11 +218,12 @@ class TtftRecorder(History):
 
     def record(self, series: Series) -> SeriesResult:
         measurement = f"{series.workload.name}/ttft_{series.cache}"
-        baseline = self.baseline(measurement)
+        baseline, drift = self.reference(measurement)
 
         def more(rounds_s: Sequence[float]) -> int:
             final = len(rounds_s) >= self.looks.rounds_max
-            undecided = self.gate(measurement, list(rounds_s), baseline, None, final).status == regression.UNDECIDED
+            verdict = self.gate(measurement, list(rounds_s), baseline, None, final, drift)
+            undecided = verdict.status == regression.UNDECIDED
             return self.looks.more(len(rounds_s)) if undecided else 0
 
         result = series.measure(more)
@@ -227,7 +235,7 @@ class TtftRecorder(History):
             bench.group = f"TTFT {series.workload.name}"
             bench.pedantic(TTFT_CLOCK.advance, setup=lambda: ((next(rounds),), {}), rounds=len(result.rounds_s))
             _check_recorded(bench, result.rounds_s)
-        self._keep(measurement, result.rounds_s, result.as_dict(), baseline)
+        self._keep(measurement, result.rounds_s, result.as_dict(), baseline, drift)
         return result
 
     def record_samples(self, measurement: str, samples_s: list[float], data: dict[str, Any]) -> None:
@@ -240,12 +248,13 @@ class TtftRecorder(History):
             bench.group = f"TTFT {measurement.rsplit('/', 1)[0]}"
             bench.pedantic(TTFT_CLOCK.advance, setup=lambda: ((next(values),), {}), rounds=len(samples_s))
             _check_recorded(bench, samples_s)
-        self._keep(measurement, samples_s, data, self.baseline(measurement))
+        self._keep(measurement, samples_s, data, *self.reference(measurement))
 
-    def _keep(self, measurement: str, rounds_s: list[float], data: dict[str, Any], baseline: list[StoredRun]) -> None:
+    def _keep(self, measurement: str, rounds_s: list[float], data: dict[str, Any], baseline: list[StoredRun],
+              drift: regression.Drift) -> None:
         """Gate, store (extra_info), remember for the plot and the report; fail the test on a regression."""
         info = self.context(measurement, data)
-        verdict = self.gate(measurement, rounds_s, baseline, info)
+        verdict = self.gate(measurement, rounds_s, baseline, info, drift=drift)
         info["regression"] = verdict.as_dict()
         if self.benchmark is not None:
             self.benchmark.extra_info.update(info)

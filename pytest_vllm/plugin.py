@@ -105,7 +105,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="loss of MISS/HIT acceleration against history the gate must catch, 0.10 = HIT 10%% "
                          "slower relative to MISS (default: the profile's thresholds.acceleration_tolerance).")
     group.addoption("--regression-confidence", type=float, default=None, metavar="LEVEL",
-                    help="confidence the slowdown must be established with, e.g. 0.95 (default: the profile's "
+                    help="confidence a slowdown must be established with, over a workload's three gates together "
+                         "(MISS TTFT, HIT TTFT, acceleration), e.g. 0.95 (default: the profile's "
                          "thresholds.regression_confidence).")
     group.addoption("--baseline-runs", type=int, default=3, metavar="N",
                     help="compare with the latest N comparable runs that passed the gate, pooled (default: 3; "

@@ -13,17 +13,27 @@ exact Mann-Whitney interval [L, U] (`pytest_vllm.samples`), and
 - faster when U < 1; ok when U < 1 + τ (a τ slowdown is excluded);
 - otherwise undecided: `thresholds.kv_rounds` more rounds are measured and it looks again, up to
   `thresholds.kv_rounds_max`; still undecided at the last look, the slowdown was not established: ok.
-Error control over the repeated looks (group-sequential, alpha spending): the two-sided error 1 - confidence
-is spent evenly over the K planned looks, each interval taken at confidence 1 - (1 - confidence)/K. By the
-union bound the false-alarm rate over all looks stays below the single-look one (conservative: the looks are
-correlated, so the true rate is lower still). A decided run stops early: most healthy runs need `kv_rounds`.
+Error control: `regression_confidence` holds for a workload's three gates together (MISS TTFT, HIT TTFT,
+acceleration: a night fails on any), so each gate gets a third of the error (`gate_confidence`). Over the
+repeated looks (group-sequential, alpha spending) a TTFT gate's two-sided error is spent evenly over the K
+planned looks, each interval taken at confidence 1 - (1 - confidence)/K. By the union bound the false-alarm
+rate over all looks stays below the single-look one (conservative: the looks are correlated, so the true rate
+is lower still; Pocock's boundary, tried in the bench, gained no power here: the sequential plan's misses come
+from small baselines, runs that stopped early, not from the looks). A decided run stops early: most healthy
+runs need `kv_rounds`.
 `scripts/bench_regression_gate.py` measures false alarms, detections and rounds used, side by side with
 pytest-benchmark's `--benchmark-compare-fail=median:10%`.
 
-Limit of the TTFT gate: the samples of one run share that run's conditions (server start, machine load);
-a shift of the whole run is noise the within-run samples cannot show. On a machine whose whole-run drift is
-large (CPU runners: see cpu_tiny's profile), τ must be set above that drift, and then the TTFT gate only
-catches gross slowdowns. Hence:
+**Whole-run drift.** The samples of one run share that run's conditions (server start, machine load); a shift
+of the whole run is noise the within-run samples cannot show, and an interval from them alone cries wolf on
+every slow night (39 % false alarms at 5 % drift in the bench). So the gate measures that drift on the history
+(`Drift`, the last `DRIFT_RUNS` passing runs): the spread of the runs' log-medians beyond what their within-
+run noise explains (a one-way random-effects estimate, σ_b² = var(log medians) - mean(π/2 · σ_w²/n), counted
+only when that spread exceeds the within-run noise at 5 %: a chi-square test, so a quiet machine keeps its
+full power). Comparing one run with k pooled runs adds σ_b²(1 + 1/k) to the variance, so each side of the
+interval is widened in quadrature by t · σ_b · √(1 + 1/k), t Student's at the look's confidence on (runs - 1)
+degrees of freedom (the estimate's own uncertainty). Below `DRIFT_MIN_RUNS` runs the drift is not estimated
+and the message says so: then only τ covers it (cpu_tiny sets τ far above its drift).
 
 **Acceleration gate, drift-immune.** MISS and HIT rounds of one run share its conditions, so the
 acceleration MISS/HIT cancels a whole-run drift that slows both alike. Its drop against the same baseline
@@ -32,7 +42,7 @@ run's ratio taken within that run, with a t interval from the medians' sampling 
 within-run standard deviation of MISS and of HIT pooled over runs). The run regressed when the whole
 interval shows a drop and the drop exceeds √(1+τ), τ = `thresholds.acceleration_tolerance` (0.10: the loss
 HIT rounds 10 % slower relative to MISS would cause; the TTFT gate's rule). It looks once, on the rounds the
-TTFT gates measured, at `regression_confidence`; with four medians' noise instead of two groups' it needs
+TTFT gates measured, at its share of `regression_confidence`; with four medians' noise instead of two groups' it needs
 more rounds for the same power, so at 10 % noise it is sure to catch large losses (caching off, partial),
 not +10 %. Load that is not uniform (a CPU hog slows the short HIT prefill's overheads more than the long
 MISS prefill) does move it: its tolerance too is set per profile.
@@ -43,7 +53,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from .samples import Comparison, Summary, compare
@@ -90,6 +100,7 @@ class Looks:
     def more(self, done: int) -> int:
         """Rounds to add after `done` rounds for the next look (0 at the last)."""
         return max(0, min(self.rounds, self.rounds_max - done))
+
 
 
 @dataclass(frozen=True)
@@ -148,14 +159,17 @@ def decide(c: Comparison, tolerance: float) -> str:
 
 def check(measurement: str, current: Sequence[float], baseline: Sequence[BaselineRun], *, tolerance: float,
           looks: Looks, source: str, current_info: dict[str, Any] | None = None, accept: bool = False,
-          final: bool = True) -> Verdict:
+          final: bool = True, drift: Drift | None = None) -> Verdict:
     """Compare this run's samples with the baseline runs at one look; the message says by how much, against
-    what. `final=False` (more rounds can still come) may answer `undecided`."""
+    what. `final=False` (more rounds can still come) may answer `undecided`. `drift`: the whole-run drift
+    measured on a longer history (`Drift.of`); by default on the baseline runs alone."""
     if not baseline:
         return Verdict("no-history", measurement, f"{measurement}: no earlier comparable run; this run becomes "
                        "the baseline", tolerance=tolerance)
     reference = [v for run in baseline for v in run.samples]
     c = compare(current, reference, looks.per_look_confidence)
+    drift = drift or Drift.of([run.samples for run in baseline])
+    c = drift.widen(c, len(baseline))
     status = decide(c, tolerance)
     if status == UNDECIDED and final:
         status = "ok"
@@ -164,7 +178,7 @@ def check(measurement: str, current: Sequence[float], baseline: Sequence[Baselin
     planned = f"{looks.count} look{'s' if looks.count > 1 else ''} planned"
     change = (f"median {now.median * 1000:.1f} ms now vs {then.median * 1000:.1f} ms in {_against(labels)}: "
               f"{c.change:+.1%} (Hodges-Lehmann; {c.confidence * 100:.3g}% interval {c.low - 1:+.1%} to "
-              f"{c.high - 1:+.1%}, {c.n_current} vs {c.n_baseline} samples, {planned})")
+              f"{c.high - 1:+.1%}, {c.n_current} vs {c.n_baseline} samples, {planned}; {drift.describe()})")
     if status == "regressed":
         lines = [f"{measurement} regressed: {change}, beyond the {tolerance:.0%} tolerance ({source}).",
                  *_what_changed(current_info or {}, baseline[-1].info),
@@ -173,6 +187,60 @@ def check(measurement: str, current: Sequence[float], baseline: Sequence[Baselin
         return Verdict("accepted" if accept else "regressed", measurement, "\n  ".join(lines), c, labels, tolerance)
     return Verdict(status, measurement, f"{measurement}: {change}; tolerance {tolerance:.0%}: {status}", c, labels,
                    tolerance)
+
+
+GATES_PER_WORKLOAD = 3  # MISS TTFT, HIT TTFT, acceleration: one false-alarm budget for the three
+
+
+def gate_confidence(confidence: float) -> float:
+    """One gate's confidence, so that a workload's three gates together keep `confidence` (union bound)."""
+    return 1 - (1 - confidence) / GATES_PER_WORKLOAD
+
+
+DRIFT_RUNS = 10  # the history the whole-run drift is measured on
+DRIFT_MIN_RUNS = 5  # fewer: not estimated (t on < 4 degrees of freedom makes any gate blind)
+DRIFT_TEST_ALPHA = 0.05  # the runs' spread must exceed their within-run noise at this level to count as drift
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Whole-run drift of a measurement: the standard deviation of the runs' log levels beyond their
+    within-run noise (see the module docstring), measured on `runs` stored runs."""
+
+    sigma: float
+    runs: int
+
+    @classmethod
+    def of(cls, runs: Sequence[Sequence[float]]) -> Drift:
+        runs = [r for r in runs if r]
+        if len(runs) < DRIFT_MIN_RUNS:
+            return cls(0.0, len(runs))
+        sigma_w, _ = _pooled_sigma(runs)
+        levels = [math.log(statistics.median(r)) for r in runs]
+        within = statistics.fmean((math.pi / 2) * sigma_w ** 2 / len(r) for r in runs)
+        between = statistics.variance(levels)
+        if between / within < _chi2_quantile(1 - DRIFT_TEST_ALPHA, len(runs) - 1) / (len(runs) - 1):
+            return cls(0.0, len(runs))  # no drift shown: within-run noise explains the runs' spread
+        return cls(math.sqrt(between - within), len(runs))
+
+    @property
+    def estimated(self) -> bool:
+        return self.runs >= DRIFT_MIN_RUNS
+
+    def widen(self, c: Comparison, pooled_runs: int) -> Comparison:
+        """The interval of a comparison of one run with `pooled_runs` pooled ones, the drift added."""
+        if not self.estimated or self.sigma == 0.0 or not c.informative:
+            return c
+        add = _t_quantile(1 - (1 - c.confidence) / 2, self.runs - 1) * self.sigma * math.sqrt(1 + 1 / pooled_runs)
+        centre = math.log(c.ratio)
+        low = centre - math.hypot(centre - math.log(c.low), add)
+        high = centre + math.hypot(math.log(c.high) - centre, add)
+        return replace(c, low=math.exp(low), high=math.exp(high))
+
+    def describe(self) -> str:
+        if not self.estimated:
+            return f"whole-run drift not estimated: {self.runs} earlier runs, {DRIFT_MIN_RUNS} needed"
+        return f"whole-run drift {self.sigma:.1%} over {self.runs} runs, in the interval"
 
 
 @dataclass(frozen=True)
@@ -207,6 +275,13 @@ def _t_quantile(p: float, df: int) -> float:
     """Student's t quantile (Cornish-Fisher expansion around the normal one; within 1 % for df >= 4)."""
     z = statistics.NormalDist().inv_cdf(p)
     return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+
+
+def _chi2_quantile(p: float, df: int) -> float:
+    """Chi-square quantile (Wilson-Hilferty; within 1 % for df >= 3)."""
+    z = statistics.NormalDist().inv_cdf(p)
+    c = 2 / (9 * df)
+    return df * (1 - c + z * math.sqrt(c)) ** 3
 
 
 def _log_acceleration(miss: Sequence[float], hit: Sequence[float], sigma_miss: float, sigma_hit: float

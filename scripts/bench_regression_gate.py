@@ -37,14 +37,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pytest_benchmark.utils import parse_compare_fail  # noqa: E402
 
 from pytest_vllm.regression import (  # noqa: E402
+    DRIFT_RUNS,
     UNDECIDED,
     BaselineRun,
+    Drift,
     Looks,
     check,
     check_acceleration,
+    gate_confidence,
 )
 
-CONFIDENCE = 0.95
+CONFIDENCE = gate_confidence(0.95)  # a third of 5 %: the workload's three gates share it
 HISTORY_RUNS = 3
 PYTEST_BENCHMARK_RULE = "median:10%"
 MISS_S, HIT_S = 0.500, 0.050
@@ -114,14 +117,16 @@ class Night:
 
 def judge(draw: Draw, history: list[Night], looks: Looks, tolerance: float, acc_tolerance: float) -> Night:
     """One night through the gates, as `pytest_vllm.history` runs them."""
-    usable = [n for n in history if not n.fails["night"]][-HISTORY_RUNS:]
+    passed = [n for n in history if not n.fails["night"]]
+    usable = passed[-HISTORY_RUNS:]
     samples, failed = {}, {}
     for cache in CACHES:
         baseline = [n.baseline(cache, f"{i:04d}") for i, n in enumerate(usable)]
+        drift = Drift.of([n.samples[cache] for n in passed[-DRIFT_RUNS:]])
         got = draw(cache, looks.rounds)
         while True:
             verdict = check(cache, got, baseline, tolerance=tolerance, looks=looks, source="bench",
-                            final=len(got) >= looks.rounds_max)
+                            final=len(got) >= looks.rounds_max, drift=drift)
             if verdict.status != UNDECIDED:
                 break
             got += draw(cache, looks.more(len(got)))
@@ -131,7 +136,7 @@ def judge(draw: Draw, history: list[Night], looks: Looks, tolerance: float, acc_
                                       confidence=CONFIDENCE, source="bench").failed
     fixed = looks.rounds
     old = check("hit", samples["hit"][:fixed], [n.baseline("hit", "o") for n in usable], tolerance=tolerance,
-                looks=Looks(fixed, fixed, CONFIDENCE), source="bench")
+                looks=Looks(fixed, fixed, 0.95), source="bench")
     old_failed = old.failed and old.comparison is not None and old.comparison.change > tolerance  # its old rule
     pb = bool(usable) and bool(parse_compare_fail(PYTEST_BENCHMARK_RULE).fails(
         {"median": statistics.median(samples["hit"])}, {"median": statistics.median(usable[-1].samples["hit"])}))

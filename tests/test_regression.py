@@ -170,3 +170,37 @@ def test_acceleration_gate_fails_when_hits_gain_less_from_the_cache():
     assert v.message.startswith("long_prefix/acceleration regressed: acceleration ×6.67 now vs ×10.00")
     assert "thresholds.acceleration_tolerance in p.yml" in v.message and "--accept-regression" in v.message
     assert check_acceleration("a", MISS, HIT, [], tolerance=0.1, confidence=0.95, source="x").status == "no-history"
+
+
+def nights(levels: list[float]) -> list[list[float]]:
+    """One run per level: the same 15 rounds (CV ~ 13 %) scaled by that run's level."""
+    spread = [0.08 + 0.04 * i / 14 for i in range(15)]
+    return [[v * level for v in spread] for level in levels]
+
+
+def test_drift_is_measured_only_when_the_runs_spread_beyond_their_own_noise():
+    quiet = regression.Drift.of(nights([1.0, 1.01, 0.99, 1.0, 1.005, 0.995]))
+    assert quiet.estimated and quiet.sigma == 0.0  # within-run noise explains a 1 % spread
+    drifting = regression.Drift.of(nights([1.0, 1.15, 0.88, 1.10, 0.92, 1.05]))
+    assert drifting.estimated and 0.07 < drifting.sigma < 0.15
+    assert drifting.describe() == f"whole-run drift {drifting.sigma:.1%} over 6 runs, in the interval"
+    few = regression.Drift.of(nights([1.0, 1.3, 0.7]))
+    assert not few.estimated and few.describe() == "whole-run drift not estimated: 3 earlier runs, 5 needed"
+
+
+def test_a_slower_night_within_the_measured_drift_is_not_a_regression():
+    levels = [1.0, 1.15, 0.88, 1.10, 0.92, 1.05]
+    history = [run(f"{i:04d}", samples) for i, samples in enumerate(nights(levels))]
+    slower = [v * 1.2 for v in nights([1.0])[0]]  # 20 % over the pooled last three runs' level of ~1.02
+    kwargs = {"tolerance": 0.1, "looks": ONE_LOOK, "source": "x"}
+    assert check("hit", slower, history[-3:], **kwargs).failed  # the within-run interval alone: a false alarm
+    verdict = check("hit", slower, history[-3:], drift=regression.Drift.of([r.samples for r in history]), **kwargs)
+    assert not verdict.failed and "whole-run drift" in verdict.message and "in the interval" in verdict.message
+    # a slowdown far beyond the drift still fails
+    assert check("hit", [v * 2 for v in slower], history[-3:], drift=regression.Drift.of(
+        [r.samples for r in history]), **kwargs).failed
+
+
+def test_a_workloads_three_gates_share_one_error_budget():
+    assert regression.gate_confidence(0.95) == pytest.approx(1 - 0.05 / 3)
+    assert Looks(5, 22, regression.gate_confidence(0.95)).per_look_confidence == pytest.approx(1 - 0.05 / 15)
