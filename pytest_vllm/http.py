@@ -46,14 +46,18 @@ class ServerGone(VllmTestError):
     """The connection broke: the server stopped answering (crashed, restarted or was killed)."""
 
 
+def gone(base_url: str, exc: httpx.TransportError) -> ServerGone:
+    """httpx's transport error as one message an operator can act on."""
+    return ServerGone(f"{base_url} stopped answering ({type(exc).__name__}: {exc}): the server may have crashed "
+                      "or restarted; look at its log (reports/runs/.../logs)")
+
+
 def _transport(call: Any) -> Any:
-    """Turn httpx's transport errors into one message an operator can act on."""
     def wrapper(self: VllmClient, *args: Any, **kwargs: Any) -> Any:
         try:
             return call(self, *args, **kwargs)
         except httpx.TransportError as exc:
-            raise ServerGone(f"{self.base_url} stopped answering ({type(exc).__name__}: {exc}): the server may "
-                             "have crashed or restarted; look at its log (reports/runs/.../logs)") from exc
+            raise gone(self.base_url, exc) from exc
     return wrapper
 
 
@@ -83,14 +87,14 @@ class VllmClient:
              api_key: str | None = None) -> httpx.Response:
         return self._http.post(self.base_url + path, json=payload, headers=self.headers(auth, api_key))
 
-    def _chat_payload(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
+    def chat_payload(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
         return {"model": self.model, "messages": messages, **params}
 
     @_transport
     def stream_chat(self, messages: list[dict[str, Any]], **params: Any) -> StreamResult:
         """Streamed chat completion, timed (see pytest_vllm.streaming). Non-200 is returned, not raised."""
         return stream_chat(self._http, self.base_url + "/v1/chat/completions",
-                           self._chat_payload(messages, params), self.headers(), self.timeout)
+                           self.chat_payload(messages, params), self.headers(), self.timeout)
 
     @_transport
     def stream_completion(self, prompt: str, **params: Any) -> StreamResult:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +100,32 @@ def consume_chunk(result: StreamResult, chunk: dict[str, Any], at: float) -> Non
             result.ttft_s = at
 
 
+def _streamed(payload: dict[str, Any]) -> dict[str, Any]:
+    body = {**payload, "stream": True}
+    body.setdefault("stream_options", {"include_usage": True})
+    return body
+
+
+class _SseReader:
+    """Folds an SSE byte stream into a StreamResult; each `data:` line stamped when its bytes arrived."""
+
+    def __init__(self, result: StreamResult, start: float) -> None:
+        self.result, self.start, self.pending, self.done = result, start, b"", False
+
+    def feed(self, block: bytes) -> None:
+        at = time.perf_counter() - self.start
+        *lines, self.pending = (self.pending + block).split(b"\n")
+        for line in lines:
+            line = line.strip()
+            if self.done or not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip().decode("utf-8")
+            if data == "[DONE]":
+                self.done = True
+            else:
+                consume_chunk(self.result, json.loads(data), at)
+
+
 def stream_chat(client: httpx.Client, url: str, payload: dict[str, Any], headers: dict[str, str],
                 timeout: float) -> StreamResult:
     """POST a streamed chat completion and time it. Non-200 answers come back with error_body set.
@@ -109,15 +134,13 @@ def stream_chat(client: httpx.Client, url: str, payload: dict[str, Any], headers
     encoding and connection-pool bookkeeping are not counted; a transport without that event falls back
     to the moment before `send`. Each SSE line is stamped when its bytes arrive, before it is decoded.
     """
-    body = {**payload, "stream": True}
-    body.setdefault("stream_options", {"include_usage": True})
     sent: list[float] = []
 
     def trace(event: str, info: dict[str, Any]) -> None:
         if event.endswith("send_request_headers.started") and not sent:
             sent.append(time.perf_counter())
 
-    request = client.build_request("POST", url, json=body, headers=headers, timeout=timeout,
+    request = client.build_request("POST", url, json=_streamed(payload), headers=headers, timeout=timeout,
                                    extensions={"trace": trace})
     before_send = time.perf_counter()
     response = client.send(request, stream=True)
@@ -126,25 +149,44 @@ def stream_chat(client: httpx.Client, url: str, payload: dict[str, Any], headers
         result = StreamResult(status=response.status_code)
         if response.status_code != 200:
             result.error_body = response.read().decode("utf-8", errors="replace")
-            result.e2e_s = time.perf_counter() - start
-            return result
-        for data, at in _sse_data(response, start):
-            if data == "[DONE]":
-                break
-            consume_chunk(result, json.loads(data), at)
+        else:
+            reader = _SseReader(result, start)
+            for block in response.iter_bytes():
+                reader.feed(block)
+                if reader.done:
+                    break
     finally:
         response.close()
     result.e2e_s = time.perf_counter() - start
     return result
 
 
-def _sse_data(response: httpx.Response, start: float) -> Iterator[tuple[str, float]]:
-    """The `data:` payloads of an SSE stream, each with the time (since start) its bytes arrived."""
-    pending = b""
-    for block in response.iter_bytes():
-        at = time.perf_counter() - start
-        *lines, pending = (pending + block).split(b"\n")
-        for line in lines:
-            line = line.strip()
-            if line.startswith(b"data:"):
-                yield line[5:].strip().decode("utf-8"), at
+async def astream_chat(client: httpx.AsyncClient, url: str, payload: dict[str, Any], headers: dict[str, str],
+                       timeout: float) -> StreamResult:
+    """`stream_chat` on an asyncio client: many streams in flight on one thread, as vLLM's own benchmark
+    client runs them (threads would contend for the GIL and stretch the gaps they measure)."""
+    sent: list[float] = []
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event.endswith("send_request_headers.started") and not sent:
+            sent.append(time.perf_counter())
+
+    request = client.build_request("POST", url, json=_streamed(payload), headers=headers, timeout=timeout,
+                                   extensions={"trace": trace})
+    before_send = time.perf_counter()
+    response = await client.send(request, stream=True)
+    start = sent[0] if sent else before_send
+    try:
+        result = StreamResult(status=response.status_code)
+        if response.status_code != 200:
+            result.error_body = (await response.aread()).decode("utf-8", errors="replace")
+        else:
+            reader = _SseReader(result, start)
+            async for block in response.aiter_bytes():
+                reader.feed(block)
+                if reader.done:
+                    break
+    finally:
+        await response.aclose()
+    result.e2e_s = time.perf_counter() - start
+    return result
