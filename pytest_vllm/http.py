@@ -46,7 +46,7 @@ class ServerGone(VllmTestError):
     """The connection broke: the server stopped answering (crashed, restarted or was killed)."""
 
 
-def gone(base_url: str, exc: httpx.TransportError) -> ServerGone:
+def gone(base_url: str, exc: Exception) -> ServerGone:
     """httpx's transport error as one message an operator can act on."""
     return ServerGone(f"{base_url} stopped answering ({type(exc).__name__}: {exc}): the server may have crashed "
                       "or restarted; look at its log (reports/runs/.../logs)")
