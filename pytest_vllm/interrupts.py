@@ -20,11 +20,15 @@ Signal handlers belong to the process, so this state is per process too.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Any, ParamSpec, TypeVar
 
@@ -134,6 +138,27 @@ def _handle(signum: int, frame: FrameType | None) -> None:
     if _raised == 2:
         return  # the run is already unwinding from the first: this one only drops the grace
     raise KeyboardInterrupt(name)
+
+
+def end_process_if_interrupted() -> None:
+    """Called by the outermost run once pytest's own clean-up is done: if a signal unwound the run, run the
+    atexit handlers, flush, and end the process without the interpreter's teardown (freeing every module
+    and object: 0.4-0.5 s measured on the 2-core machine after a Ctrl-C mid-stream, more under load). Only
+    when pytest is the program and this is the outermost install(): an embedding program, or the pytest
+    run around a pytester one, goes on."""
+    if not _raised or len(_installed) != 1 or not _pytest_is_the_program():
+        return
+    atexit._run_exitfuncs()  # noqa: SLF001 - the documented handlers still run (logging.shutdown among them)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(pytest.ExitCode.INTERRUPTED)
+
+
+def _pytest_is_the_program() -> bool:
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return (spec is not None and spec.name in ("pytest", "pytest.__main__")) or \
+        Path(sys.argv[0]).name in ("pytest", "py.test")
 
 
 class ShortInterruptTrace:

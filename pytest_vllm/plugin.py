@@ -211,6 +211,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def _restore_signals(config: pytest.Config) -> None:
     if config.pluginmanager.has_plugin("vllm-interrupts"):  # this run installed the handlers: give them back
+        interrupts.end_process_if_interrupted()  # an interrupted run has nothing left to do: no teardown wait
         interrupts.restore()
 
 

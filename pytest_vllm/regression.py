@@ -180,7 +180,8 @@ def check(measurement: str, current: Sequence[float], baseline: Sequence[Baselin
               f"{c.change:+.1%} (Hodges-Lehmann; {c.confidence * 100:.3g}% interval {c.low - 1:+.1%} to "
               f"{c.high - 1:+.1%}, {c.n_current} vs {c.n_baseline} samples, {planned}; {drift.describe()})")
     if status == "regressed":
-        lines = [f"{measurement} regressed: {change}, beyond the {tolerance:.0%} tolerance ({source}).",
+        lines = [f"{measurement} regressed: {change}, an established slowdown beyond "
+                 f"{math.sqrt(1 + tolerance) - 1:+.1%}, the middle of the {tolerance:.0%} tolerance ({source}).",
                  *_what_changed(current_info or {}, baseline[-1].info),
                  f"samples now (ms): {_ms(current)}; baseline (ms): {_ms(reference)}",
                  "if this slowdown is expected, re-run with --accept-regression to make this run the new baseline"]
@@ -319,7 +320,9 @@ def check_acceleration(measurement: str, miss: Sequence[float], hit: Sequence[fl
             f"{math.exp(-r.drop) - 1:+.1%} ({confidence:.0%} interval {math.exp(-r.high) - 1:+.1%} to "
             f"{math.exp(-r.low) - 1:+.1%}; whole-run drift cancels in MISS/HIT)")
     if r.established_drop and r.drop > math.log1p(tolerance) / 2:  # the TTFT gate's rule, on log(MISS/HIT)
-        message = (f"{measurement} regressed: {text}, a drop beyond the {tolerance:.0%} tolerance ({source}). HIT "
+        middle = 1 - 1 / math.sqrt(1 + tolerance)
+        message = (f"{measurement} regressed: {text}, an established drop beyond {middle:.1%}, the middle of the "
+                   f"{tolerance:.0%} tolerance ({source}). HIT "
                    "rounds gained less from the prefix cache than before: check the cache flags and the KV-cache "
                    "size in the report's engine config; if expected, re-run with --accept-regression")
         return Verdict("accepted" if accept else "regressed", measurement, message, None, labels, tolerance)
