@@ -65,6 +65,7 @@ class Record:
     measurement: str
     samples: list[float]
     regressed: bool
+    saved_info: dict[str, Any] | None = None  # pytest-benchmark's extra_info, saved at the session's end
 
 
 @dataclass(frozen=True)
@@ -195,9 +196,15 @@ class History:
                  for m in self.baseline(f"{workload}/ttft_miss") if m.run_id in hits]
         tolerance, source = self._threshold("acceleration_tolerance")
         confidence, _ = self._threshold("regression_confidence")
-        return regression.check_acceleration(measurement, miss.rounds_s, hit.rounds_s, pairs, tolerance=tolerance,
-                                             confidence=regression.gate_confidence(confidence), source=source,
-                                             accept=self.config.getoption("accept_regression"))
+        verdict = regression.check_acceleration(measurement, miss.rounds_s, hit.rounds_s, pairs, tolerance=tolerance,
+                                                confidence=regression.gate_confidence(confidence), source=source,
+                                                accept=self.config.getoption("accept_regression"))
+        if verdict.failed:  # this run's MISS and HIT series are saved all the same: never as a baseline
+            for record in self.session.records:
+                if record.history_key == self.key and record.saved_info is not None and \
+                        record.measurement in (f"{workload}/ttft_miss", f"{workload}/ttft_hit"):
+                    record.saved_info.setdefault("failed_gates", []).append(measurement)
+        return verdict
 
     def _threshold(self, name: str) -> tuple[float, str]:
         option = self.config.getoption(name)
@@ -258,7 +265,8 @@ class TtftRecorder(History):
         info["regression"] = verdict.as_dict()
         if self.benchmark is not None:
             self.benchmark.extra_info.update(info)
-        self.session.records.append(Record(self.key, self.profile.name, measurement, list(rounds_s), verdict.failed))
+        self.session.records.append(Record(self.key, self.profile.name, measurement, list(rounds_s), verdict.failed,
+                                           None if self.benchmark is None else self.benchmark.extra_info))
         self.session.report.add_measurement(self.profile.name, measurement, {**data, "regression": verdict.as_dict()})
         if verdict.failed:
             pytest.fail(verdict.message, pytrace=False)

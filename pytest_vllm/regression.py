@@ -126,8 +126,9 @@ class Verdict:
 
 
 def failed_gate(info: dict[str, Any]) -> bool:
-    """Whether a stored run (its extra_info) failed the gate: such a run is never a baseline."""
-    return (info.get("regression") or {}).get("status") == "regressed"
+    """Whether a stored run (its extra_info) failed its gate, or another gate of the same series (the
+    acceleration gate marks both series it judged): such a run is never a baseline."""
+    return (info.get("regression") or {}).get("status") == "regressed" or bool(info.get("failed_gates"))
 
 
 class _Run(Protocol):
