@@ -26,10 +26,10 @@ def test_long_context_throughput_endpoints_and_a_short_soak_pass(run_suite, tmp_
     result = run_suite(*FILES, f"--profile={profile}", "--soak=0.5", "--no-history", "-rA")
     out = result.stdout.str()
     for name in ("test_long_prompt_is_answered[50%", "test_long_prompt_is_answered[90%",
-                 "test_prompt_over_the_context_is_refused_with_400", "test_throughput_at_concurrency[c16",
+                 "test_prompt_over_the_context_is_refused_with_400", "test_throughput_at_concurrency[c4",
                  "test_completion_returns_text_usage_and_finish_reason", "test_streamed_completion_assembles_and_ends",
                  "test_tokenize_detokenize_round_trip", "test_steady_load_holds"):
         assert re.search(rf"PASSED \S+::{re.escape(name)}", out), f"{name} did not pass:\n{out[-4000:]}"
-    assert re.search(r"throughput \S+ c=16 +64/64 ok .* out tok/s", out), out[-4000:]
+    assert re.search(r"throughput \S+ c=4 +16/16 ok .* out tok/s", out), out[-4000:]
     assert re.search(r"soak 0.5 min at 1 req/s: (\d+)/\1 ok", out), out[-4000:]
-    result.assert_outcomes(passed=11, skipped=1)  # embeddings: cpu_tiny is not a pooling model
+    result.assert_outcomes(passed=10, skipped=1)  # embeddings: cpu_tiny is not a pooling model
