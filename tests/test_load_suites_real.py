@@ -33,3 +33,17 @@ def test_long_context_throughput_endpoints_and_a_short_soak_pass(run_suite, tmp_
     assert re.search(r"throughput \S+ c=4 +16/16 ok .* out tok/s", out), out[-4000:]
     assert re.search(r"soak 0.5 min at 1 req/s: (\d+)/\1 ok", out), out[-4000:]
     result.assert_outcomes(passed=10, skipped=1)  # embeddings: cpu_tiny is not a pooling model
+
+
+def test_embeddings_pass_on_the_tiny_model_served_as_an_embedding_model(run_suite, tmp_path: Path):
+    """The pass path of the embeddings check on real vLLM: the same tiny checkpoint, served by vLLM as a pooling
+    model (`--runner pooling --convert embed`), with the profile claiming embeddings."""
+    profile = tmp_path / "tiny_embed.yml"
+    profile.write_text(yaml.safe_dump({"extends": str(PROFILES / "cpu_tiny.yml"), "deployment": {"port": PORT},
+                                       "server": {"runner": "pooling", "convert": "embed"},
+                                       "capabilities": {"embeddings": True}}))
+    result = run_suite(str(SUITES / "medium" / "test_endpoints.py"), "-k", "embeddings", f"--profile={profile}",
+                       "--no-history", "-rA")
+    out = result.stdout.str()
+    assert re.search(r"PASSED \S+::test_embeddings_are_finite_vectors_of_one_size", out), out[-4000:]
+    result.assert_outcomes(passed=1)
