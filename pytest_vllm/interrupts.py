@@ -91,6 +91,19 @@ def forget(move: Callable[[], None]) -> None:
         _first_moves.remove(move)
 
 
+@contextmanager
+def to_the_main_thread() -> Iterator[None]:
+    """Threads started within block SIGINT and SIGTERM (a thread inherits its creator's mask), so the kernel
+    delivers them to the main thread and interrupts whatever it waits on: a signal that lands in a helper
+    thread only sets Python's flag, and a main thread blocked in a socket read would see it only when the
+    read returns on its own."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def hurried() -> bool:
     """True once a stop must not wait any more (second signal, or a signal during a stop)."""
     return _hurry.is_set()

@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from . import interrupts
 from .grid import GridState, make_record
 from .hosts import DockerHost, HostError, parse_hosts
 from .profile import Profile
@@ -75,8 +76,9 @@ class MultiHostGrid:
             return None
         workers = [threading.Thread(target=self._serve, args=(host,), name=f"host-{host.name}", daemon=True)
                    for host in self.hosts]
-        for worker in workers:
-            worker.start()
+        with interrupts.to_the_main_thread():
+            for worker in workers:
+                worker.start()
         try:
             for worker in workers:
                 while worker.is_alive():

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import interrupts
 from .errors import VllmTestError
 from .http import ServerGone, VllmClient, error_message
 from .metrics import total
@@ -221,7 +222,8 @@ def run_soak(client: VllmClient, deployment: Any, messages: Callable[[int], list
             if now < due:
                 time.sleep(min(due - now, max(0.0, next_watch - now), 0.5))
                 continue
-            futures.append(pool.submit(one, i))
+            with interrupts.to_the_main_thread():  # the pool starts its threads on submit
+                futures.append(pool.submit(one, i))
             result.sent = i = i + 1
     for future in futures:
         future.result()

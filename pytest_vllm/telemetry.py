@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from . import interrupts
+
 MIB = 1024 * 1024
 GIB_PER_MIB = 1 / 1024
 DEFAULT_INTERVAL_S = 1.0
@@ -302,7 +304,8 @@ class Sampler:
         self._start = Snapshot(available=True, gpus=first, driver=session.driver)
         self._record(first)
         self._thread = threading.Thread(target=self._run, name="pytest-vllm-gpu-sampler", daemon=True)
-        self._thread.start()
+        with interrupts.to_the_main_thread():
+            self._thread.start()
         return self
 
     def _run(self) -> None:

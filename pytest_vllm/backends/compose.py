@@ -311,7 +311,8 @@ class ComposeBackend(Backend):
     def _terminate(self) -> None:
         """At the first Ctrl-C: SIGTERM to the container at once (from a thread: the handler must not block), so
         vLLM stops while pytest unwinds; `down` then finds little left to wait for."""
-        threading.Thread(target=_sigterm_quietly, args=(self.container,), daemon=True).start()
+        with interrupts.to_the_main_thread():
+            threading.Thread(target=_sigterm_quietly, args=(self.container,), daemon=True).start()
 
     def _up_with_env_file(self, client: Any) -> None:
         spec = self._service_spec()

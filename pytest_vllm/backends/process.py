@@ -85,7 +85,8 @@ class ProcessBackend(Backend):
                                          env=self.environment(), start_new_session=True)
         # A thread blocked in wait() timestamps the exit itself, so the report can say how fast we noticed.
         self._exit_watch = threading.Thread(target=self._watch_exit, args=(self.proc,), daemon=True)
-        self._exit_watch.start()
+        with interrupts.to_the_main_thread():
+            self._exit_watch.start()
         if not self.settings.keep_up:
             atexit.register(self.stop)  # last resort if the run dies without teardown
             interrupts.on_first_signal(self._terminate)

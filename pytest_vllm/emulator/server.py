@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from .. import interrupts
 from .answers import Scripts
 from .config import EmulatedModel
 from .endpoints import CompletionChunks, Vocabulary, completion_body, prompt_of, text_tokens, tokenize_body
@@ -108,7 +109,8 @@ class EmulatorServer:
         self.started_at = time.monotonic()
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"emulator-{self.port}", daemon=True)
-        self._thread.start()
+        with interrupts.to_the_main_thread():
+            self._thread.start()
         self.log(f"pytest-vllm emulator {VERSION} (a test instrument, NOT vLLM) listening on {self.base_url}; "
                  f"model {self.model.served_name}; faults: {', '.join(sorted(self.faults)) or 'none'}")
         return self
