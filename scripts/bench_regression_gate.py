@@ -48,7 +48,7 @@ from pytest_vllm.regression import (  # noqa: E402
 )
 
 CONFIDENCE = gate_confidence(0.95)  # a third of 5 %: the workload's three gates share it
-HISTORY_RUNS = 3
+HISTORY_RUNS = 3  # --baseline-runs
 PYTEST_BENCHMARK_RULE = "median:10%"
 MISS_S, HIT_S = 0.500, 0.050
 SCENARIOS = (("A/A  no change", 1.0), ("A/B  HIT +10%", 1.10), ("A/B  HIT +20%", 1.20))
@@ -172,6 +172,7 @@ def table(source: NightSource, n: int, looks: Looks, tolerance: float, acc_toler
 
 
 def main() -> int:
+    global HISTORY_RUNS  # a script's setting, read by judge() and table()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", choices=("synthetic", "emulator"), default="synthetic")
     parser.add_argument("--comparisons", type=int, default=None,
@@ -184,8 +185,11 @@ def main() -> int:
     parser.add_argument("--tolerance", type=float, default=0.10, help="regression_tolerance (default 0.10)")
     parser.add_argument("--acceleration-tolerance", type=float, default=0.10,
                         help="acceleration_tolerance (default 0.10)")
+    parser.add_argument("--baseline-runs", type=int, default=HISTORY_RUNS,
+                        help="earlier passing nights pooled as the baseline (the plugin's --baseline-runs; default 3)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
+    HISTORY_RUNS = args.baseline_runs
     n = args.comparisons or (500 if args.source == "synthetic" else 30)
     if n < 20:
         parser.error("--comparisons must be at least 20")
