@@ -6,12 +6,12 @@ Three checks. Same definitions, exactly: vLLM's own per-request timings (`--save
 our code give vLLM's summary figures. Same measurement: the clients run alternately (ours, theirs, three
 times each) and each run's mean TTFT is referred to the server's own over the same requests (its
 `vllm:time_to_first_token_seconds` histogram), which cancels the server's run-to-run drift; what each
-client adds must agree within CLIENT_GAP_MS (median over the runs). Measured on the 2-core machine, three
-sessions: ours adds 4.1, 3.3, 4.4 ms, vLLM's benchmark 5.2, 4.9, 5.2 ms (gaps 1.1, 1.7, 0.7 ms; one run in
-nine stalls by ~20 ms on either side, hence the median). The raw figures themselves, median of the runs,
-differ by up to 25 % (TTFT) and 50 % (tokens/s) between sessions because the server drifts between runs
-(its own TTFT mean moved 13 -> 22 ms from one run to the next): they are held to x1.5 (TTFT) and x2, which
-catches a unit or token-counting mistake.
+client adds, on its best run (a stall only adds), must agree within CLIENT_GAP_MS. Measured on the 2-core
+machine, three sessions of three runs: ours adds 3.3-4.6 ms, vLLM's benchmark 4.7-5.9 ms; one run in nine
+stalls by ~20 ms on either side. The raw figures themselves, median of the runs, differ by -25 % to +19 %
+(TTFT) and -7 % to +50 % (tokens/s) between sessions because the server drifts between runs (its own TTFT
+mean moved 13 -> 22 ms from one run to the next): they are held to x2, which catches a unit or
+token-counting mistake.
 Run with -s for the table.
 Port 8034; slow (a vLLM start, two imports of vLLM's benchmark).
 """
@@ -43,15 +43,15 @@ PORT = 8034
 CONCURRENCY, REQUESTS, PROMPT_TOKENS, OUTPUT_TOKENS = 4, 16, 256, 32
 # figure: (ours, vLLM's benchmark JSON key, allowed ratio between the two: ours / theirs within [1/x, x])
 FIGURES = {
-    "TTFT median ms": (lambda r: r.as_dict()["ttft_ms"]["median"], "median_ttft_ms", 1.5),
-    "TTFT mean ms": (lambda r: r.as_dict()["ttft_ms"]["mean"], "mean_ttft_ms", 1.5),
+    "TTFT median ms": (lambda r: r.as_dict()["ttft_ms"]["median"], "median_ttft_ms", 2.0),
+    "TTFT mean ms": (lambda r: r.as_dict()["ttft_ms"]["mean"], "mean_ttft_ms", 2.0),
     "TPOT median ms": (lambda r: r.as_dict()["tpot_ms"]["median"], "median_tpot_ms", 2.0),
     "ITL median ms": (lambda r: r.as_dict()["itl_ms"]["median"], "median_itl_ms", 2.0),
     "E2EL median ms": (lambda r: r.as_dict()["e2el_ms"]["median"], "median_e2el_ms", 2.0),
     "output tok/s": (lambda r: r.output_throughput, "output_throughput", 2.0),
     "requests/s": (lambda r: r.request_throughput, "request_throughput", 2.0),
 }
-RUNS = 3  # each client; per-run figures compared on their median: one stalled run does not decide
+RUNS = 3  # each client; a stall only adds, so the added TTFT is compared on each client's best run
 CLIENT_GAP_MS = 5.0
 BENCH = ("import sys; from vllm.utils.argparse_utils import FlexibleArgumentParser; "
          "from vllm.benchmarks.serve import add_cli_args, main; "
@@ -137,7 +137,7 @@ def test_our_figures_agree_with_vllm_bench_serve(tmp_path):
                                   ("theirs", [b["mean_ttft_ms"] for b in theirs]))}
     print(f"TTFT mean over the server's own (ms): ours +{added['ours']}, vLLM's benchmark +{added['theirs']}; "
           f"server means {server_ttft}")
-    gap = abs(statistics.median(added["ours"]) - statistics.median(added["theirs"]))
+    gap = abs(min(added["ours"]) - min(added["theirs"]))
     assert gap <= CLIENT_GAP_MS, (f"the clients add {added['ours']} ms (ours) and {added['theirs']} ms (vLLM's) to "
-                                  f"the server's TTFT: medians {gap:.1f} ms apart, more than {CLIENT_GAP_MS} ms")
+                                  f"the server's TTFT: best runs {gap:.1f} ms apart, more than {CLIENT_GAP_MS} ms")
     assert not off, "\n".join([*off, table])
