@@ -242,6 +242,8 @@ class Drift:
     def describe(self) -> str:
         if not self.estimated:
             return f"whole-run drift not estimated: {self.runs} earlier runs, {DRIFT_MIN_RUNS} needed"
+        if self.sigma == 0.0:
+            return f"no whole-run drift shown over {self.runs} runs"
         return f"whole-run drift {self.sigma:.1%} over {self.runs} runs, in the interval"
 
 

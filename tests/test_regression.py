@@ -181,6 +181,7 @@ def nights(levels: list[float]) -> list[list[float]]:
 def test_drift_is_measured_only_when_the_runs_spread_beyond_their_own_noise():
     quiet = regression.Drift.of(nights([1.0, 1.01, 0.99, 1.0, 1.005, 0.995]))
     assert quiet.estimated and quiet.sigma == 0.0  # within-run noise explains a 1 % spread
+    assert quiet.describe() == "no whole-run drift shown over 6 runs"
     drifting = regression.Drift.of(nights([1.0, 1.15, 0.88, 1.10, 0.92, 1.05]))
     assert drifting.estimated and 0.07 < drifting.sigma < 0.15
     assert drifting.describe() == f"whole-run drift {drifting.sigma:.1%} over 6 runs, in the interval"
