@@ -47,7 +47,7 @@ class ServerGone(VllmTestError):
 
 
 def gone(base_url: str, exc: Exception) -> ServerGone:
-    """httpx's transport error as one message an operator can act on."""
+    """A transport error (httpx's, or aiohttp's in the throughput levels) as one message an operator can act on."""
     return ServerGone(f"{base_url} stopped answering ({type(exc).__name__}: {exc}): the server may have crashed "
                       "or restarted; look at its log (reports/runs/.../logs)")
 

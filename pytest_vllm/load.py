@@ -125,7 +125,8 @@ def run_level(client: VllmClient, prompts: Sequence[list[dict[str, Any]]], concu
     sampling = {"max_tokens": output_tokens, "ignore_eos": True, "temperature": 0, **params}
     url = client.base_url + "/v1/chat/completions"
 
-    async def level() -> list[StreamResult | str]:
+    async def level() -> tuple[float, list[StreamResult | str]]:
+        """The level's start (once its connections are open) and each request's outcome."""
         gate = asyncio.Semaphore(concurrency)
         connector = aiohttp.TCPConnector(limit=concurrency, keepalive_timeout=60)
         timeout = aiohttp.ClientTimeout(total=client.timeout)
@@ -138,12 +139,11 @@ def run_level(client: VllmClient, prompts: Sequence[list[dict[str, Any]]], concu
                     except (TimeoutError, aiohttp.ClientError) as exc:
                         return str(gone(client.base_url, exc))
             await asyncio.gather(*(_connect(session, client.base_url) for _ in range(concurrency)))
-            clock.append(time.perf_counter())
-            return await asyncio.gather(*(one(m) for m in prompts))
+            start = time.perf_counter()
+            return start, await asyncio.gather(*(one(m) for m in prompts))
 
-    clock: list[float] = []  # the level starts once its connections are open
-    outcomes = asyncio.run(level())
-    result.duration_s = time.perf_counter() - clock[0]
+    start, outcomes = asyncio.run(level())
+    result.duration_s = time.perf_counter() - start
     for outcome in outcomes:
         if isinstance(outcome, str):
             result.errors.append(outcome)

@@ -102,7 +102,6 @@ class Looks:
         return max(0, min(self.rounds, self.rounds_max - done))
 
 
-
 @dataclass(frozen=True)
 class Verdict:
     status: str  # no-history | ok | faster | regressed | accepted | undecided (more rounds wanted)
