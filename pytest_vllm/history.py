@@ -164,15 +164,14 @@ class History:
 
     def reference(self, measurement: str) -> tuple[list[StoredRun], regression.Drift]:
         """The stored runs this run is compared with (the latest `--baseline-runs` that did not regress), and
-        the whole-run drift measured on the latest `regression.DRIFT_RUNS` of those."""
+        the whole-run drift (measured on `regression.drift_history`)."""
         root = storage_dir(self.config)
         if not self.enabled or root is None:
             return [], regression.Drift.of([])
         runs = [r for r in load_runs(root, self.key, measurement) if r.run_id != self.run_id]
         count = self.config.getoption("baseline_runs")
-        passed = regression.pick_baseline(runs, max(count, regression.DRIFT_RUNS))
-        baseline = passed[max(0, len(passed) - count):] if count > 0 else []
-        return baseline, regression.Drift.of([r.samples for r in passed])
+        baseline = regression.pick_baseline(runs, count)
+        return baseline, regression.Drift.of([r.samples for r in regression.drift_history(runs)])
 
     def baseline(self, measurement: str) -> list[StoredRun]:
         return self.reference(measurement)[0]

@@ -108,8 +108,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="confidence a slowdown must be established with, over a workload's three gates together "
                          "(MISS TTFT, HIT TTFT, acceleration), e.g. 0.95 (default: the profile's "
                          "thresholds.regression_confidence).")
-    group.addoption("--baseline-runs", type=int, default=3, metavar="N",
-                    help="compare with the latest N comparable runs that passed the gate, pooled (default: 3; "
+    group.addoption("--baseline-runs", type=int, default=5, metavar="N",
+                    help="compare with the latest N comparable runs that passed the gate, pooled (default: 5; "
                          "1 = the last run only, as pytest-benchmark compares).")
     group.addoption("--accept-regression", action="store_true",
                     help="report TTFT regressions without failing, and make this run the new baseline.")

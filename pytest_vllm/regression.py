@@ -1,6 +1,6 @@
 """The regression gate: are this run's TTFT samples slower than the stored history, beyond noise and tolerance?
 
-Two gates, both against the latest comparable runs (`--baseline-runs`, 3 by default, pooled) of the same
+Two gates, both against the latest comparable runs (`--baseline-runs`, 5 by default, pooled) of the same
 profile and deployment that did not themselves regress (one bad night does not become tomorrow's
 reference; `--accept-regression` makes a slower run the new baseline on purpose):
 
@@ -27,13 +27,14 @@ pytest-benchmark's `--benchmark-compare-fail=median:10%`.
 **Whole-run drift.** The samples of one run share that run's conditions (server start, machine load); a shift
 of the whole run is noise the within-run samples cannot show, and an interval from them alone cries wolf on
 every slow night (39 % false alarms at 5 % drift in the bench). So the gate measures that drift on the history
-(`Drift`, the last `DRIFT_RUNS` passing runs): the spread of the runs' log-medians beyond what their within-
-run noise explains (a one-way random-effects estimate, σ_b² = var(log medians) - mean(π/2 · σ_w²/n), counted
-only when that spread exceeds the within-run noise at 5 %: a chi-square test, so a quiet machine keeps its
-full power). Comparing one run with k pooled runs adds σ_b²(1 + 1/k) to the variance, so each side of the
-interval is widened in quadrature by t · σ_b · √(1 + 1/k), t Student's at the look's confidence on (runs - 1)
-degrees of freedom (the estimate's own uncertainty). Below `DRIFT_MIN_RUNS` runs the drift is not estimated
-and the message says so: then only τ covers it (cpu_tiny sets τ far above its drift).
+(`Drift`, on the last `DRIFT_RUNS` runs up to the last that passed: `drift_history`): the spread of the runs'
+log-medians beyond what their within-run noise explains (a one-way random-effects estimate, σ_b² = var(log
+medians) - mean(π/2 · σ_w²/n), counted only when that spread exceeds the within-run noise at 1 %: a
+chi-square test, so a quiet machine keeps its full power). Comparing one run with k pooled runs adds
+σ_b²(1 + 1/k) to the variance, so each side of the interval is widened in quadrature by t · σ_b · √(1 + 1/k),
+t Student's at the look's confidence on (runs - 1) degrees of freedom (the estimate's own uncertainty).
+Below `DRIFT_MIN_RUNS` runs the drift is not estimated and the message says so: then only τ covers it
+(cpu_tiny sets τ far above its drift).
 
 **Acceleration gate, drift-immune.** MISS and HIT rounds of one run share its conditions, so the
 acceleration MISS/HIT cancels a whole-run drift that slows both alike. Its drop against the same baseline
@@ -146,6 +147,17 @@ def pick_baseline(runs: Sequence[R], count: int = 1) -> list[R]:
     return usable[-count:] if count > 0 else []
 
 
+def drift_history(runs: Sequence[R]) -> list[R]:
+    """The latest `DRIFT_RUNS` runs (oldest first in `runs`) the whole-run drift is measured on: those up to the
+    last one that passed, failed ones included. A failed run that a passing one followed was a one-off, which is
+    what drift is: leaving it out would measure the drift on the quiet runs only, the gate would tighten and fail
+    more slow runs, which would be left out in turn (a slow spiral into false alarms: 10 % of nights at 5 % drift
+    in the bench). The runs that failed since the last pass are left out: they may be a regression that stays,
+    which must not widen the interval that catches it."""
+    last = max((i for i, r in enumerate(runs) if not r.regressed), default=-1)
+    return [r for r in runs[:last + 1] if r.samples][-DRIFT_RUNS:]
+
+
 def decide(c: Comparison, tolerance: float) -> str:
     """One look's decision on an interval (see the module docstring): regressed | faster | ok | undecided."""
     if c.significant_increase and math.log(c.ratio) > math.log1p(tolerance) / 2:
@@ -198,9 +210,10 @@ def gate_confidence(confidence: float) -> float:
     return 1 - (1 - confidence) / GATES_PER_WORKLOAD
 
 
-DRIFT_RUNS = 10  # the history the whole-run drift is measured on
+DRIFT_RUNS = 20  # the history the whole-run drift is measured on (10 was too few to tell 5 % drift from none)
 DRIFT_MIN_RUNS = 5  # fewer: not estimated (t on < 4 degrees of freedom makes any gate blind)
-DRIFT_TEST_ALPHA = 0.05  # the runs' spread must exceed their within-run noise at this level to count as drift
+DRIFT_TEST_ALPHA = 0.01  # the runs' spread must exceed their within-run noise at this level to count as drift
+# (at 0.05, drift wrongly shown on one window in twenty stays for DRIFT_RUNS nights and blinds the gate)
 
 
 @dataclass(frozen=True)

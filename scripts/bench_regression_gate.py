@@ -1,13 +1,14 @@
 """False alarms, detections and rounds used by the regression gates, side by side with pytest-benchmark's
 `--benchmark-compare-fail=median:10%` deciding on the same samples.
 
-    .venv/bin/python scripts/bench_regression_gate.py [--source synthetic|emulator] [--comparisons 500]
-        [--cv 0.10] [--run-cv 0,0.05] [--tolerance 0.10] [--rounds 5] [--rounds-max 40]
+    .venv/bin/python scripts/bench_regression_gate.py [--source synthetic|emulator] [--comparisons 1000]
+        [--histories 10] [--cv 0.10] [--run-cv 0,0.05] [--tolerance 0.10] [--rounds 5] [--rounds-max 40]
 
 Nights follow one another as in the nightly job: each night measures a MISS and a HIT series, each gated by
-the sequential TTFT gate against the last 3 passing nights (rounds added while undecided), then the
-acceleration gate on both; a night that regressed does not become a baseline. For each comparison, one A/A
-night (nothing changed) extends the history, and two A/B nights are judged against the same history: HIT
+the sequential TTFT gate against the last 5 passing nights (`--baseline-runs`; rounds added while undecided),
+then the acceleration gate on both; a night that regressed does not become a baseline. Each history starts
+with `DRIFT_RUNS` unchanged nights. For each comparison, one A/A night (nothing changed) extends the history,
+and two A/B nights are judged against the same history: HIT
 rounds +10 % and +20 % slower (a slower cache path; MISS unchanged). Columns:
 - pytest-benchmark `median:10%`: the HIT series' median against the previous night's (what
   `--benchmark-compare-fail=median:10%` decides on the stored data);
@@ -28,7 +29,7 @@ import math
 import random
 import statistics
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,11 +45,12 @@ from pytest_vllm.regression import (  # noqa: E402
     Looks,
     check,
     check_acceleration,
+    drift_history,
     gate_confidence,
 )
 
 CONFIDENCE = gate_confidence(0.95)  # a third of 5 %: the workload's three gates share it
-HISTORY_RUNS = 3  # --baseline-runs
+HISTORY_RUNS = 5  # --baseline-runs
 PYTEST_BENCHMARK_RULE = "median:10%"
 MISS_S, HIT_S = 0.500, 0.050
 SCENARIOS = (("A/A  no change", 1.0), ("A/B  HIT +10%", 1.10), ("A/B  HIT +20%", 1.20))
@@ -122,7 +124,7 @@ def judge(draw: Draw, history: list[Night], looks: Looks, tolerance: float, acc_
     samples, failed = {}, {}
     for cache in CACHES:
         baseline = [n.baseline(cache, f"{i:04d}") for i, n in enumerate(usable)]
-        drift = Drift.of([n.samples[cache] for n in passed[-DRIFT_RUNS:]])
+        drift = Drift.of([run.samples for run in drift_history([n.baseline(cache, "") for n in history])])
         got = draw(cache, looks.rounds)
         while True:
             verdict = check(cache, got, baseline, tolerance=tolerance, looks=looks, source="bench",
@@ -135,7 +137,7 @@ def judge(draw: Draw, history: list[Night], looks: Looks, tolerance: float, acc_
     acceleration = check_acceleration("a", samples["miss"], samples["hit"], pairs, tolerance=acc_tolerance,
                                       confidence=CONFIDENCE, source="bench").failed
     fixed = looks.rounds
-    old = check("hit", samples["hit"][:fixed], [n.baseline("hit", "o") for n in usable], tolerance=tolerance,
+    old = check("hit", samples["hit"][:fixed], [n.baseline("hit", "o") for n in passed[-3:]], tolerance=tolerance,
                 looks=Looks(fixed, fixed, 0.95), source="bench")
     old_failed = old.failed and old.comparison is not None and old.comparison.change > tolerance  # its old rule
     pb = bool(usable) and bool(parse_compare_fail(PYTEST_BENCHMARK_RULE).fails(
@@ -150,9 +152,14 @@ COLUMNS = (("pytest-benchmark", f"pytest-benchmark {PYTEST_BENCHMARK_RULE}"), ("
            ("night", "whole night"))
 
 
-def table(source: NightSource, n: int, looks: Looks, tolerance: float, acc_tolerance: float) -> None:
+Counts = dict[str, dict[str, int]]  # scenario -> column -> nights that failed
+
+
+def history_counts(source: NightSource, n: int, looks: Looks, tolerance: float, acc_tolerance: float
+                   ) -> tuple[Counts, dict[str, list[int]]]:
+    """One history of `n` comparisons: failures per scenario and column, and the HIT rounds each night used."""
     history: list[Night] = []
-    for _ in range(HISTORY_RUNS):  # first nights: no history yet, kv_rounds each
+    for _ in range(max(HISTORY_RUNS, DRIFT_RUNS)):  # unchanged nights first: the baselines and the drift history
         history.append(judge(source(1.0), history, looks, tolerance, acc_tolerance))
     counts = {label: dict.fromkeys([c for c, _ in COLUMNS], 0) for label, _ in SCENARIOS}
     rounds: dict[str, list[int]] = {label: [] for label, _ in SCENARIOS}
@@ -163,12 +170,35 @@ def table(source: NightSource, n: int, looks: Looks, tolerance: float, acc_toler
                 counts[label][column] += night.fails[column]
             rounds[label].append(len(night.samples["hit"]))
         history.append(nights[SCENARIOS[0][0]])  # only the unchanged night joins the history
+    return counts, rounds
+
+
+def table(sources: Sequence[NightSource], n: int, looks: Looks, tolerance: float, acc_tolerance: float) -> None:
+    """`n` comparisons split evenly over independent histories, one per source: the nights of one history are
+    correlated (they share baselines and the drift estimate), so one long history measures one luck."""
+    per = n // len(sources)
+    counts: Counts = {label: dict.fromkeys([c for c, _ in COLUMNS], 0) for label, _ in SCENARIOS}
+    rounds: dict[str, list[int]] = {label: [] for label, _ in SCENARIOS}
+    spread: dict[str, list[float]] = {label: [] for label, _ in SCENARIOS}  # whole night, per history
+    for source in sources:
+        got, used = history_counts(source, per, looks, tolerance, acc_tolerance)
+        for label, _ in SCENARIOS:
+            for column, _ in COLUMNS:
+                counts[label][column] += got[label][column]
+            rounds[label] += used[label]
+            spread[label].append(got[label]["night"] / per)
+    total = per * len(sources)
     header = f"{'scenario':<16}" + "".join(f"{title:>28}" for _, title in COLUMNS) + f"{'HIT rounds median':>20}"
+    if len(sources) > 1:
+        header += f"{'whole night, per history':>28}"
     print(header)
     for label, factor in SCENARIOS:
         kind = "false alarms" if factor == 1.0 else "failed"
-        cells = "".join(f"{counts[label][c] / n:>15.1%} {kind:<12}" for c, _ in COLUMNS)
-        print(f"{label:<16}{cells}{statistics.median(rounds[label]):>20g}")
+        cells = "".join(f"{counts[label][c] / total:>15.1%} {kind:<12}" for c, _ in COLUMNS)
+        line = f"{label:<16}{cells}{statistics.median(rounds[label]):>20g}"
+        if len(sources) > 1:
+            line += f"{min(spread[label]):>19.1%} to {max(spread[label]):.1%}"
+        print(line)
 
 
 def main() -> int:
@@ -176,7 +206,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", choices=("synthetic", "emulator"), default="synthetic")
     parser.add_argument("--comparisons", type=int, default=None,
-                        help="comparisons per scenario (default: 500 synthetic, 30 emulator; at least 20)")
+                        help="comparisons per scenario (default: 1000 synthetic, 30 emulator; at least 20)")
     parser.add_argument("--rounds", type=int, default=5, help="first look (the profiles' kv_rounds; default 5)")
     parser.add_argument("--rounds-max", type=int, default=40, help="last look (kv_rounds_max; default 40)")
     parser.add_argument("--cv", type=float, default=0.10, help="noise CV within a run (default 0.10)")
@@ -187,10 +217,12 @@ def main() -> int:
                         help="acceleration_tolerance (default 0.10)")
     parser.add_argument("--baseline-runs", type=int, default=HISTORY_RUNS,
                         help="earlier passing nights pooled as the baseline (the plugin's --baseline-runs; default 3)")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--histories", type=int, default=10,
+                        help="synthetic: independent histories the comparisons are split over (default 10)")
+    parser.add_argument("--seed", type=int, default=1, help="first history's seed (the others follow)")
     args = parser.parse_args()
     HISTORY_RUNS = args.baseline_runs
-    n = args.comparisons or (500 if args.source == "synthetic" else 30)
+    n = args.comparisons or (1000 if args.source == "synthetic" else 30)
     if n < 20:
         parser.error("--comparisons must be at least 20")
     looks = Looks(args.rounds, args.rounds_max, CONFIDENCE)
@@ -201,13 +233,14 @@ def main() -> int:
     if args.source == "emulator":
         source, close = emulated(args.cv, args.seed)
         try:
-            table(source, n, looks, args.tolerance, args.acceleration_tolerance)
+            table([source], n, looks, args.tolerance, args.acceleration_tolerance)
         finally:
             close()
         return 0
     for run_cv in (float(v) for v in args.run_cv.split(",")):
         print(f"\nwhole-run drift CV {run_cv:.0%}")
-        table(synthetic(args.cv, run_cv, args.seed), n, looks, args.tolerance, args.acceleration_tolerance)
+        sources = [synthetic(args.cv, run_cv, args.seed + i) for i in range(args.histories)]
+        table(sources, n, looks, args.tolerance, args.acceleration_tolerance)
     return 0
 
 

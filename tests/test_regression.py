@@ -189,6 +189,18 @@ def test_drift_is_measured_only_when_the_runs_spread_beyond_their_own_noise():
     assert not few.estimated and few.describe() == "whole-run drift not estimated: 3 earlier runs, 5 needed"
 
 
+def test_drift_keeps_one_off_failures_and_leaves_out_the_current_streak():
+    """A failed run that a pass followed was whole-run noise: leaving it out would measure the drift on the
+    quiet runs only. The failures since the last pass may be a regression that stays: they must not widen the
+    interval that catches it."""
+    runs = [run("0001", BASE), run("0002", BASE, status="regressed"), run("0003", BASE),
+            run("0004", BASE, status="regressed"), run("0005", BASE, status="regressed")]
+    assert [r.label for r in regression.drift_history(runs)] == ["0001", "0002", "0003"]
+    assert regression.drift_history([run("0001", BASE, status="regressed")]) == []
+    many = [run(f"{i:04d}", BASE) for i in range(regression.DRIFT_RUNS + 5)]
+    assert regression.drift_history(many) == many[-regression.DRIFT_RUNS:]
+
+
 def test_a_slower_night_within_the_measured_drift_is_not_a_regression():
     levels = [1.0, 1.15, 0.88, 1.10, 0.92, 1.05]
     history = [run(f"{i:04d}", samples) for i, samples in enumerate(nights(levels))]
