@@ -3,6 +3,11 @@
     flock /tmp/pvllm-real.lock .venv/bin/python scripts/measure_interrupts.py process compose emulator
     ... --phases starting,stream --signals SIGINT,SIGINT   # a second Ctrl-C 0.3 s after the first
 
+Beside the runs, a process that only sleeps 10 ms at a time records when it woke late: the longest such stall
+between a run's signal and its exit is printed with the run. A run that ends late while a process doing nothing
+was not scheduled either waited for the machine, not for pytest-vllm (on the 2-core VM, vLLM CPU's worker keeps
+13 gloo_tcp_loop threads runnable while it serves, and the sleeper has missed its wake-up by up to 5.8 s).
+
 Each (backend, phase) is one run of pytest-vllm on real vLLM CPU (process: cpu_tiny, compose: cpu_tiny_compose,
 on ports of their own) or on the emulator, interrupted by tests/interrupting.py. Left behind = server processes
 on the profile's port, containers / networks / volumes of its compose projects, files in the run's TMPDIR, a
@@ -16,6 +21,7 @@ import argparse
 import re
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -52,6 +58,36 @@ def leftovers(backend: str, profile: str, port: int | None, run: interrupting.In
     return left
 
 
+SLEEPER = """
+import sys, time
+out = open(sys.argv[1], "a", buffering=1)
+last = time.time()
+while True:
+    time.sleep(0.01)
+    now = time.time()
+    if now - last > 0.2:
+        out.write(f"{last} {now}\\n")
+    last = now
+"""
+
+
+class Sleeper:
+    """A process that sleeps 10 ms at a time and records each wake-up that came over 0.2 s late."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.proc = subprocess.Popen([sys.executable, "-c", SLEEPER, str(log)])
+
+    def longest_stall(self, start: float, end: float) -> float:
+        """The longest late wake-up overlapping [start, end] (wall-clock seconds)."""
+        stalls = [tuple(map(float, line.split())) for line in self.log.read_text().splitlines() if line]
+        return max((min(b, end) - max(a, start) for a, b in stalls if b > start and a < end), default=0.0)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("backends", nargs="+", choices=sorted(BACKENDS))
@@ -61,6 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show", default=None, metavar="REGEX", help="print the run's output lines that match")
     args = parser.parse_args(argv)
     sigs = tuple(signal.Signals[s.strip()] for s in args.signals.split(","))
+    with tempfile.TemporaryDirectory(prefix="pvllm-sleeper-") as probe_dir:
+        sleeper = Sleeper(Path(probe_dir) / "stalls")
+        try:
+            return _measure(args, sigs, sleeper)
+        finally:
+            sleeper.stop()
+
+
+def _measure(args: argparse.Namespace, sigs: tuple[signal.Signals, ...], sleeper: Sleeper) -> int:
     rows, failed = [], False
     for backend in args.backends:
         base, port = BACKENDS[backend]
@@ -71,11 +116,13 @@ def main(argv: list[str] | None = None) -> int:
                 with tempfile.TemporaryDirectory(prefix="pvllm-intr-") as work:
                     run = interrupting.interrupt(profile, phase, Path(work), PROFILE_DIRS, signals=sigs)
                     left = leftovers(backend, base, port, run)
+                stall = sleeper.longest_stall(run.signalled_at, run.signalled_at + run.exit_s)
                 stopped = STOPPED.search(run.output)
                 times.append(run.exit_s)
                 failed |= bool(left) or run.returncode in (0, 1)
                 print(f"{backend:8} {phase:10} {'+'.join(run.signals):14} exit {run.exit_s:5.2f}s rc {run.returncode} "
-                      f"left: {', '.join(left) or 'nothing'}; {stopped.group(1) if stopped else 'no stop line'}",
+                      f"left: {', '.join(left) or 'nothing'}; {stopped.group(1) if stopped else 'no stop line'}; "
+                      f"machine stalled {stall:.2f}s meanwhile",
                       flush=True)
                 if args.show:
                     print("\n".join(f"    {line}" for line in run.output.splitlines() if re.search(args.show, line)))
