@@ -311,7 +311,7 @@ def _t_cdf(t: float, df: int) -> float:
         for k in range(1, (df - 1) // 2 + 1):
             total += term
             term *= c2 * (2 * k) / (2 * k + 1)
-        within = 2 / math.pi * (theta + math.sin(theta) * math.cos(theta) * total) if df > 1 else 2 * theta / math.pi
+        within = 2 / math.pi * (theta + math.sin(theta) * math.cos(theta) * total)  # df 1: the sum is empty
     else:  # even: sinθ (1 + 1/2 cos²θ + 1·3/(2·4) cos⁴θ + ...)
         for k in range(1, df // 2 + 1):
             total += term
