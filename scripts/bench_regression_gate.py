@@ -51,6 +51,7 @@ from pytest_vllm.regression import (  # noqa: E402
 
 CONFIDENCE = gate_confidence(0.95)  # a third of 5 %: the workload's three gates share it
 HISTORY_RUNS = 5  # --baseline-runs
+FIXED_BASELINE_RUNS = 3  # the gate as it was: its --baseline-runs
 PYTEST_BENCHMARK_RULE = "median:10%"
 MISS_S, HIT_S = 0.500, 0.050
 SCENARIOS = (("A/A  no change", 1.0), ("A/B  HIT +10%", 1.10), ("A/B  HIT +20%", 1.20))
@@ -137,8 +138,8 @@ def judge(draw: Draw, history: list[Night], looks: Looks, tolerance: float, acc_
     acceleration = check_acceleration("a", samples["miss"], samples["hit"], pairs, tolerance=acc_tolerance,
                                       confidence=CONFIDENCE, source="bench").failed
     fixed = looks.rounds
-    old = check("hit", samples["hit"][:fixed], [n.baseline("hit", "o") for n in passed[-3:]], tolerance=tolerance,
-                looks=Looks(fixed, fixed, 0.95), source="bench")
+    old = check("hit", samples["hit"][:fixed], [n.baseline("hit", "o") for n in passed[-FIXED_BASELINE_RUNS:]],
+                tolerance=tolerance, looks=Looks(fixed, fixed, 0.95), source="bench")
     old_failed = old.failed and old.comparison is not None and old.comparison.change > tolerance  # its old rule
     pb = bool(usable) and bool(parse_compare_fail(PYTEST_BENCHMARK_RULE).fails(
         {"median": statistics.median(samples["hit"])}, {"median": statistics.median(usable[-1].samples["hit"])}))
@@ -152,53 +153,42 @@ COLUMNS = (("pytest-benchmark", f"pytest-benchmark {PYTEST_BENCHMARK_RULE}"), ("
            ("night", "whole night"))
 
 
-Counts = dict[str, dict[str, int]]  # scenario -> column -> nights that failed
-
-
-def history_counts(source: NightSource, n: int, looks: Looks, tolerance: float, acc_tolerance: float
-                   ) -> tuple[Counts, dict[str, list[int]]]:
-    """One history of `n` comparisons: failures per scenario and column, and the HIT rounds each night used."""
+def history_nights(source: NightSource, n: int, looks: Looks, tolerance: float, acc_tolerance: float
+                   ) -> dict[str, list[Night]]:
+    """One history of `n` comparisons: the nights judged in each scenario."""
     history: list[Night] = []
     for _ in range(max(HISTORY_RUNS, DRIFT_RUNS)):  # unchanged nights first: the baselines and the drift history
         history.append(judge(source(1.0), history, looks, tolerance, acc_tolerance))
-    counts = {label: dict.fromkeys([c for c, _ in COLUMNS], 0) for label, _ in SCENARIOS}
-    rounds: dict[str, list[int]] = {label: [] for label, _ in SCENARIOS}
+    judged: dict[str, list[Night]] = {label: [] for label, _ in SCENARIOS}
     for _ in range(n):
         nights = {label: judge(source(factor), history, looks, tolerance, acc_tolerance) for label, factor in SCENARIOS}
         for label, night in nights.items():
-            for column, _ in COLUMNS:
-                counts[label][column] += night.fails[column]
-            rounds[label].append(len(night.samples["hit"]))
+            judged[label].append(night)
         history.append(nights[SCENARIOS[0][0]])  # only the unchanged night joins the history
-    return counts, rounds
+    return judged
 
 
 def table(sources: Sequence[NightSource], n: int, looks: Looks, tolerance: float, acc_tolerance: float) -> None:
     """`n` comparisons split evenly over independent histories, one per source: the nights of one history are
     correlated (they share baselines and the drift estimate), so one long history measures one luck."""
-    per = n // len(sources)
-    counts: Counts = {label: dict.fromkeys([c for c, _ in COLUMNS], 0) for label, _ in SCENARIOS}
-    rounds: dict[str, list[int]] = {label: [] for label, _ in SCENARIOS}
-    spread: dict[str, list[float]] = {label: [] for label, _ in SCENARIOS}  # whole night, per history
-    for source in sources:
-        got, used = history_counts(source, per, looks, tolerance, acc_tolerance)
-        for label, _ in SCENARIOS:
-            for column, _ in COLUMNS:
-                counts[label][column] += got[label][column]
-            rounds[label] += used[label]
-            spread[label].append(got[label]["night"] / per)
-    total = per * len(sources)
+    histories = [history_nights(source, n // len(sources), looks, tolerance, acc_tolerance) for source in sources]
     header = f"{'scenario':<16}" + "".join(f"{title:>28}" for _, title in COLUMNS) + f"{'HIT rounds median':>20}"
     if len(sources) > 1:
         header += f"{'whole night, per history':>28}"
     print(header)
     for label, factor in SCENARIOS:
+        nights = [night for judged in histories for night in judged[label]]
         kind = "false alarms" if factor == 1.0 else "failed"
-        cells = "".join(f"{counts[label][c] / total:>15.1%} {kind:<12}" for c, _ in COLUMNS)
-        line = f"{label:<16}{cells}{statistics.median(rounds[label]):>20g}"
+        cells = "".join(f"{_failed(nights, c):>15.1%} {kind:<12}" for c, _ in COLUMNS)
+        line = f"{label:<16}{cells}{statistics.median(len(night.samples['hit']) for night in nights):>20g}"
         if len(sources) > 1:
-            line += f"{min(spread[label]):>19.1%} to {max(spread[label]):.1%}"
+            spread = [_failed(judged[label], "night") for judged in histories]
+            line += f"{min(spread):>19.1%} to {max(spread):.1%}"
         print(line)
+
+
+def _failed(nights: Sequence[Night], column: str) -> float:
+    return sum(night.fails[column] for night in nights) / len(nights)
 
 
 def main() -> int:
@@ -225,6 +215,8 @@ def main() -> int:
     n = args.comparisons or (1000 if args.source == "synthetic" else 30)
     if n < 20:
         parser.error("--comparisons must be at least 20")
+    if args.source == "synthetic" and not 1 <= args.histories <= n:
+        parser.error(f"--histories must be between 1 and the comparisons ({n})")
     looks = Looks(args.rounds, args.rounds_max, CONFIDENCE)
     print(f"Regression gates, {args.source} TTFT samples: noise CV {args.cv:.0%} within a run, looks at "
           f"{args.rounds}..{args.rounds_max} rounds ({looks.count} looks, {looks.per_look_confidence:.2%} each), "
