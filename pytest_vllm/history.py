@@ -165,16 +165,21 @@ class History:
     def reference(self, measurement: str) -> tuple[list[StoredRun], regression.Drift]:
         """The stored runs this run is compared with (the latest `--baseline-runs` that did not regress), and
         the whole-run drift (measured on `regression.drift_history`)."""
-        root = storage_dir(self.config)
-        if not self.enabled or root is None:
-            return [], regression.Drift.of([])
-        runs = [r for r in load_runs(root, self.key, measurement) if r.run_id != self.run_id]
-        count = self.config.getoption("baseline_runs")
-        baseline = regression.pick_baseline(runs, count)
-        return baseline, regression.Drift.of([r.samples for r in regression.drift_history(runs)])
+        runs = self._stored(measurement)
+        return self._baseline(runs), regression.Drift.of([r.samples for r in regression.drift_history(runs)])
 
     def baseline(self, measurement: str) -> list[StoredRun]:
-        return self.reference(measurement)[0]
+        return self._baseline(self._stored(measurement))
+
+    def _stored(self, measurement: str) -> list[StoredRun]:
+        """The earlier runs of this measurement, oldest first (none when history is off)."""
+        root = storage_dir(self.config)
+        if not self.enabled or root is None:
+            return []
+        return [r for r in load_runs(root, self.key, measurement) if r.run_id != self.run_id]
+
+    def _baseline(self, runs: list[StoredRun]) -> list[StoredRun]:
+        return regression.pick_baseline(runs, self.config.getoption("baseline_runs"))
 
     def gate(self, measurement: str, samples: list[float], baseline: list[StoredRun], info: dict[str, Any] | None,
              final: bool = True, drift: regression.Drift | None = None) -> regression.Verdict:
